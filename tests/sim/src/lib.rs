@@ -1,0 +1,3 @@
+//! flotilla-sim: a simulated EKS fleet on loopback.
+pub mod object;
+pub mod resources;
