@@ -1,1 +1,2 @@
-fn main(){}
+//! `flotilla-sim`: serves a simulated EKS fleet on loopback.
+fn main() {}

@@ -70,6 +70,22 @@ impl Object {
         }
     }
 
+    /// An empty object of `kind` (for checking which fields a kind supports).
+    pub fn empty(kind: Kind) -> Object {
+        match kind {
+            Kind::Namespace => Object::Namespace(Default::default()),
+            Kind::Node => Object::Node(Default::default()),
+            Kind::Pod => Object::Pod(Default::default()),
+            Kind::Event => Object::Event(Default::default()),
+            Kind::Deployment => Object::Deployment(Default::default()),
+            Kind::ReplicaSet => Object::ReplicaSet(Default::default()),
+            Kind::DaemonSet => Object::DaemonSet(Default::default()),
+            Kind::HorizontalPodAutoscaler => Object::HorizontalPodAutoscaler(Default::default()),
+            Kind::PodDisruptionBudget => Object::PodDisruptionBudget(Default::default()),
+            Kind::Lease => Object::Lease(Default::default()),
+        }
+    }
+
     /// The object's metadata.
     pub fn meta(&self) -> &ObjectMeta {
         each_object!(self, o => &o.metadata)

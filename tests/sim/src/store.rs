@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 
 use crate::object::Object;
 use crate::resources::Kind;
+use crate::stats::StatsTracker;
 
 /// Namespace and name of an object (namespace empty for cluster-scoped kinds).
 pub type Key = (String, String);
@@ -89,6 +90,7 @@ pub struct Store {
     compacted: HashMap<Kind, u64>,
     history_len: usize,
     tx: broadcast::Sender<Arc<Change>>,
+    stats: StatsTracker,
 }
 
 impl Store {
@@ -101,6 +103,7 @@ impl Store {
             compacted: HashMap::new(),
             history_len: history_len.max(1),
             tx,
+            stats: StatsTracker::default(),
         }
     }
 
@@ -203,6 +206,7 @@ impl Store {
             }
         }
         let change = Change { rv: self.rv, kind, ty, entry, prev: prev.map(|p| p.obj) };
+        self.stats.observe(&change);
         // No receivers is fine: nobody watches.
         let _ = self.tx.send(Arc::new(change));
     }
@@ -218,6 +222,16 @@ impl Store {
             .get(&kind)
             .map(|h| h.iter().filter(|p| p.rv > rv).cloned().collect())
             .unwrap_or_default())
+    }
+
+    /// The zero-downtime statistics of this cluster.
+    pub fn stats(&self) -> &StatsTracker {
+        &self.stats
+    }
+
+    /// The statistics, to count evictions or reset.
+    pub fn stats_mut(&mut self) -> &mut StatsTracker {
+        &mut self.stats
     }
 
     /// A receiver of every future change.

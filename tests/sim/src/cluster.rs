@@ -1,0 +1,135 @@
+//! One simulated cluster: its store behind a lock, its behaviour, and the control loop that
+//! runs every controller whenever something changed or a timer (readiness, termination) is due.
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{broadcast, watch, Notify};
+use tracing::{debug, info_span, Instrument};
+
+use crate::controllers::{self, Behaviour, Ctx};
+use crate::object::Object;
+use crate::store::Store;
+
+/// A simulated Kubernetes cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The cluster's name (`sim-1`, …).
+    pub name: String,
+    store: Mutex<Store>,
+    wake: Notify,
+    behaviour: RwLock<Behaviour>,
+    minor: RwLock<String>,
+}
+
+impl Cluster {
+    /// A cluster holding `objects`, at Kubernetes `1.<minor>`, keeping `history` past changes
+    /// per kind for watches.
+    pub fn new(name: &str, minor: &str, objects: Vec<Object>, behaviour: Behaviour, history: usize) -> Arc<Cluster> {
+        let (tx, _) = broadcast::channel(1024);
+        let mut store = Store::new(history, tx);
+        let now = Timestamp::now();
+        for obj in objects {
+            let mut obj = obj;
+            if obj.meta().uid.is_none() {
+                crate::api::prepare_for_create(&mut obj, now);
+                crate::defaults::apply(&mut obj);
+            }
+            store.insert(obj);
+        }
+        Arc::new(Cluster {
+            name: name.to_string(),
+            store: Mutex::new(store),
+            wake: Notify::new(),
+            behaviour: RwLock::new(behaviour),
+            minor: RwLock::new(minor.to_string()),
+        })
+    }
+
+    /// Locks the store. Writers must call [`Cluster::changed`] afterwards (or use [`Cluster::write`]).
+    pub fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the store and wakes the controllers if it wrote anything.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.lock();
+        let before = store.rv();
+        let out = f(&mut store);
+        let wrote = store.rv() != before;
+        drop(store);
+        if wrote {
+            self.changed();
+        }
+        out
+    }
+
+    /// Wakes the control loop.
+    pub fn changed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The cluster's delays and faults.
+    pub fn behaviour(&self) -> Behaviour {
+        self.behaviour.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes delays and faults at run time.
+    pub fn set_behaviour(&self, b: Behaviour) {
+        *self.behaviour.write().unwrap_or_else(|p| p.into_inner()) = b;
+        self.changed();
+    }
+
+    /// The Kubernetes minor version served (`"33"` for 1.33).
+    pub fn minor(&self) -> String {
+        self.minor.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes the served minor version (a finished control-plane upgrade).
+    pub fn set_minor(&self, minor: &str) {
+        *self.minor.write().unwrap_or_else(|p| p.into_inner()) = minor.to_string();
+        self.changed();
+    }
+
+    /// One pass of every controller; returns when the next timer is due, and whether it wrote.
+    pub fn reconcile(&self) -> (Option<Timestamp>, bool) {
+        let behaviour = self.behaviour();
+        let version = format!("1.{}", self.minor());
+        let mut store = self.lock();
+        let before = store.rv();
+        let ctx = Ctx { now: Timestamp::now(), behaviour: &behaviour, version: &version };
+        let mut next = controllers::reconcile_workloads(&mut store, &ctx);
+        next.merge(controllers::reconcile_nodes(&mut store, &ctx));
+        (next.0, store.rv() != before)
+    }
+
+    /// The control loop, until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let span = info_span!("controllers", cluster = %self.name);
+        async move {
+            loop {
+                let (next, wrote) = self.reconcile();
+                if wrote {
+                    // Controllers react to each other's writes: run again, but let requests in.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                let sleep = next
+                    .map(|t| {
+                        let d = t.duration_since(Timestamp::now());
+                        Duration::try_from(d).unwrap_or(Duration::ZERO) + Duration::from_millis(1)
+                    })
+                    .unwrap_or(Duration::from_secs(3600));
+                debug!(?sleep, "idle");
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
