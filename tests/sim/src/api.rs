@@ -298,7 +298,7 @@ pub fn replace(store: &mut Store, kind: Kind, ns: &str, name: &str, body: Value,
     }
     check_type(info, &body)?;
     let current = store.get_obj(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
-    let mut obj = decode(kind, body)?;
+    let obj = decode(kind, body)?;
     let body_name = obj.name().to_string();
     if !body_name.is_empty() && body_name != name {
         return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));

@@ -92,6 +92,42 @@ impl Cluster {
         self.changed();
     }
 
+    /// Whether every Deployment and DaemonSet is fully rolled out and available, every pod is
+    /// bound, and every PodDisruptionBudget's status is current (what tests wait for after start).
+    pub fn settled(&self) -> bool {
+        use crate::resources::Kind;
+        let store = self.lock();
+        let deployments = store.list(Kind::Deployment, None).all(|e| match e.obj.as_ref() {
+            Object::Deployment(d) => {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                d.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == d.metadata.generation
+                        && s.available_replicas.unwrap_or(0) == want
+                        && s.updated_replicas.unwrap_or(0) == want
+                        && s.replicas.unwrap_or(0) == want
+                })
+            }
+            _ => true,
+        });
+        let daemonsets = store.list(Kind::DaemonSet, None).all(|e| match e.obj.as_ref() {
+            Object::DaemonSet(d) => d.status.as_ref().is_some_and(|s| {
+                s.desired_number_scheduled > 0 && s.number_ready == s.desired_number_scheduled
+            }),
+            _ => true,
+        });
+        let pods = store.list(Kind::Pod, None).all(|e| match e.obj.as_ref() {
+            Object::Pod(p) => p.spec.as_ref().is_some_and(|s| s.node_name.is_some()),
+            _ => true,
+        });
+        let pdbs = store.list(Kind::PodDisruptionBudget, None).all(|e| match e.obj.as_ref() {
+            Object::PodDisruptionBudget(p) => {
+                p.status.as_ref().is_some_and(|s| Some(s.observed_generation.unwrap_or(0)) == p.metadata.generation)
+            }
+            _ => true,
+        });
+        deployments && daemonsets && pods && pdbs
+    }
+
     /// One pass of every controller; returns when the next timer is due, and whether it wrote.
     pub fn reconcile(&self) -> (Option<Timestamp>, bool) {
         let behaviour = self.behaviour();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -157,6 +157,25 @@ impl Fleet {
     /// The statistics of every cluster, as served at `stats_url`.
     pub fn stats(&self) -> Value {
         stats_doc(&self.by_name)
+    }
+
+    /// Waits until every cluster has [settled](Cluster::settled), or fails naming those that did not.
+    pub async fn wait_settled(&self, timeout: std::time::Duration) -> Result<(), SimError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pending: Vec<&str> = self.clusters.iter().filter(|c| !c.settled()).map(|c| c.name.as_str()).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let shown = pending.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+                return Err(SimError::Invalid(format!(
+                    "{} cluster(s) not settled after {timeout:?}: {shown}",
+                    pending.len()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops serving and every control loop.

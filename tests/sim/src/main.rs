@@ -1,2 +1,2 @@
-//! `flotilla-sim`: serves a simulated EKS fleet on loopback.
+//! placeholder until scenario lands
 fn main() {}

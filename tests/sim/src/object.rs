@@ -210,4 +210,3 @@ impl Object {
     }
 }
 
-pub(crate) use each_object;

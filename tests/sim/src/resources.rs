@@ -71,7 +71,6 @@ pub struct ResourceInfo {
     pub subresources: &'static [Subresource],
 }
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
 const SCALE: Subresource = Subresource {

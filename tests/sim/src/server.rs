@@ -424,7 +424,7 @@ fn matches(obj: &Object, l: &Option<LabelSelector>, f: &Option<FieldSelector>) -
 /// Checks the field selector is supported for the kind even when there is nothing to match.
 fn check_fields(kind: Kind, f: &Option<FieldSelector>) -> Result<(), ApiError> {
     if let Some(f) = f {
-        f.matches(&Object::empty(kind)).map_err(ApiError::bad_request)?;
+        f.validate(kind).map_err(ApiError::bad_request)?;
     }
     Ok(())
 }

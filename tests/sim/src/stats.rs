@@ -55,7 +55,6 @@ pub struct ClusterStats {
 #[derive(Debug)]
 struct PodState {
     labels: BTreeMap<String, String>,
-    deployment: Option<String>,
     healthy: bool,
 }
 
@@ -176,7 +175,7 @@ impl StatsTracker {
         if gone {
             self.pods.remove(&key);
         } else {
-            self.pods.insert(key.clone(), PodState { labels: labels.clone(), deployment: deployment.clone(), healthy: now_healthy });
+            self.pods.insert(key.clone(), PodState { labels: labels.clone(), healthy: now_healthy });
         }
         if was_healthy == now_healthy {
             return;
