@@ -405,13 +405,7 @@ pub fn patch(store: &mut Store, kind: Kind, ns: &str, name: &str, body: &[u8], t
     let info = kind.info();
     let current = store.get(kind, ns, name).cloned().ok_or_else(|| ApiError::not_found(info, name))?;
     let doc: Value = serde_json::from_slice(&current.json).unwrap_or(Value::Null);
-    let patched = apply_patch(kind, &doc, body, ty).map_err(|e| ApiError {
-        code: e.code(),
-        reason: e.reason(),
-        message: e.to_string(),
-        details: None,
-        retry_after: None,
-    })?;
+    let patched = apply_patch(kind, &doc, body, ty)?;
     let obj = decode(kind, patched)?;
     if let Some(rv) = obj.meta().resource_version.as_deref() {
         if Some(rv) != current.obj.meta().resource_version.as_deref() {

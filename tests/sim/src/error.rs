@@ -167,6 +167,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::patch::PatchError> for ApiError {
+    fn from(e: crate::patch::PatchError) -> ApiError {
+        ApiError { code: e.code(), reason: e.reason(), message: e.to_string(), details: None, retry_after: None }
+    }
+}
+
 fn details(info: &ResourceInfo, name: &str) -> Value {
     let mut d = json!({"name": name, "kind": info.plural});
     if !info.group.is_empty() {

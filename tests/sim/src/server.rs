@@ -327,13 +327,7 @@ async fn resource(cluster: &Arc<Cluster>, group: &str, version: &str, rest: &[&s
             let e = cluster.write(|s| {
                 let cur = s.get_obj(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
                 let scale = api::scale_of(&cur).ok_or_else(ApiError::no_route)?;
-                let patched = crate::patch::apply_patch(kind, &scale, &r.body, ty).map_err(|e| ApiError {
-                    code: e.code(),
-                    reason: e.reason(),
-                    message: e.to_string(),
-                    details: None,
-                    retry_after: None,
-                })?;
+                let patched = crate::patch::apply_patch(kind, &scale, &r.body, ty)?;
                 api::set_scale(s, kind, ns, name, &patched, dry)
             })?;
             Ok(value_response(200, &api::scale_of(&e.obj).ok_or_else(ApiError::no_route)?))
