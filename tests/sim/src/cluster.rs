@@ -29,11 +29,12 @@ impl Cluster {
     pub fn new(name: &str, minor: &str, objects: Vec<Object>, behaviour: Behaviour, history: usize) -> Arc<Cluster> {
         let (tx, _) = broadcast::channel(1024);
         let mut store = Store::new(history, tx);
-        let now = Timestamp::now();
         for obj in objects {
             let mut obj = obj;
             if obj.meta().uid.is_none() {
-                crate::api::prepare_for_create(&mut obj, now);
+                // Keep the creation time the seed chose (initial objects predate the start).
+                let created = obj.meta().creation_timestamp.as_ref().map_or_else(Timestamp::now, |t| t.0);
+                crate::api::prepare_for_create(&mut obj, created);
                 crate::defaults::apply(&mut obj);
             }
             store.insert(obj);

@@ -1,10 +1,10 @@
-//! Defaulting as the API server applies it on create (the `SetDefaults_*` functions and admission
-//! plugins that matter here: DefaultTolerationSeconds, pod status on create, QoS class).
+//! Defaulting as the API server applies it on create (the `SetDefaults_*` functions); pods also go
+//! through admission ([`crate::scenario::admit_pod`]: default tolerations, service account, QoS).
 
 use k8s_openapi::api::apps::v1::{
     DaemonSetUpdateStrategy, DeploymentStrategy, RollingUpdateDaemonSet, RollingUpdateDeployment,
 };
-use k8s_openapi::api::core::v1::{PodSpec, PodStatus, Toleration};
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::object::Object;
@@ -13,15 +13,9 @@ use crate::object::Object;
 pub fn apply(obj: &mut Object) {
     match obj {
         Object::Pod(p) => {
-            let spec = p.spec.get_or_insert_with(Default::default);
-            pod_spec(spec);
-            default_tolerations(spec);
-            let qos = qos_class(spec);
-            p.status = Some(PodStatus {
-                phase: Some("Pending".into()),
-                qos_class: Some(qos.into()),
-                ..Default::default()
-            });
+            // Pods start Pending whatever the request said; admission fills the rest.
+            p.status = None;
+            crate::scenario::admit_pod(p);
         }
         Object::Deployment(d) => {
             if let Some(spec) = d.spec.as_mut() {
@@ -90,51 +84,5 @@ pub fn pod_spec(spec: &mut PodSpec) {
         });
         c.image_pull_policy
             .get_or_insert_with(|| if latest { "Always".into() } else { "IfNotPresent".into() });
-    }
-}
-
-/// The DefaultTolerationSeconds admission plugin: 300 s for not-ready and unreachable.
-fn default_tolerations(spec: &mut PodSpec) {
-    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-        let has = tolerations.iter().any(|t| {
-            (t.key.as_deref() == Some(key) || t.key.is_none() && t.operator.as_deref() == Some("Exists"))
-                && t.effect.as_deref().is_none_or(|e| e == "NoExecute")
-        });
-        if !has {
-            tolerations.push(Toleration {
-                key: Some(key.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoExecute".into()),
-                toleration_seconds: Some(300),
-                value: None,
-            });
-        }
-    }
-}
-
-/// The pod's QoS class from its containers' requests and limits.
-pub fn qos_class(spec: &PodSpec) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &spec.containers {
-        let res = c.resources.as_ref();
-        let req = res.and_then(|r| r.requests.as_ref());
-        let lim = res.and_then(|r| r.limits.as_ref());
-        if req.is_some_and(|r| !r.is_empty()) || lim.is_some_and(|l| !l.is_empty()) {
-            any = true;
-        }
-        for name in ["cpu", "memory"] {
-            let l = lim.and_then(|l| l.get(name));
-            let r = req.and_then(|r| r.get(name)).or(l);
-            if l.is_none() || r != l {
-                guaranteed = false;
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
     }
 }

@@ -23,6 +23,7 @@ use crate::cluster::Cluster;
 use crate::controllers::Behaviour;
 use crate::error::SimError;
 use crate::object::Object;
+use crate::scenario::{self, Scenario};
 use crate::server::{self, Clusters};
 use crate::tls::Certificates;
 
@@ -109,6 +110,21 @@ impl Fleet {
         })
     }
 
+    /// Starts `clusters` clusters (`sim-1` … `sim-N`) from a scenario.
+    pub async fn start_scenario(scenario: &Scenario, clusters: usize, opts: FleetOptions) -> Result<Fleet, SimError> {
+        let names: Vec<String> = (1..=clusters).map(|i| format!("sim-{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let unknown = scenario.unknown_overrides(&refs);
+        if !unknown.is_empty() {
+            return Err(SimError::Invalid(format!(
+                "scenario overrides name clusters that are not started ({}); this fleet has sim-1 … sim-{clusters}",
+                unknown.join(", ")
+            )));
+        }
+        let seeds = names.iter().map(|n| seed(scenario, n)).collect();
+        Fleet::start(seeds, opts).await
+    }
+
     /// The clusters, in order.
     pub fn clusters(&self) -> &[Arc<Cluster>] {
         &self.clusters
@@ -184,6 +200,40 @@ impl Fleet {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// What cluster `name` starts with under `scenario`: objects, version, delays and faults.
+pub fn seed(scenario: &Scenario, name: &str) -> ClusterSeed {
+    let cs = scenario.for_cluster(name);
+    let timing = cs.timing();
+    let mut behaviour = Behaviour {
+        pod_start_delay: timing.pod_start_delay,
+        readiness_delay: timing.pod_readiness_delay,
+        termination: timing.termination,
+        node_ready_delay: timing.node_ready_delay,
+        api_latency: cs.api_latency(),
+        api_error_rate: cs.api_error_rate(),
+        ..Behaviour::default()
+    };
+    for d in cs.deployments.iter().filter(|d| d.readiness_delay.is_some()) {
+        behaviour
+            .readiness_overrides
+            .insert((d.namespace.clone(), d.name.clone()), cs.readiness_delay(&d.namespace, &d.name));
+    }
+    behaviour.never_ready = cs.faults().never_ready.iter().map(|f| (f.namespace.clone(), f.deployment.clone())).collect();
+    for group in &cs.node_groups {
+        for index in (0..group.nodes).filter(|i| !cs.node_becomes_ready(&group.name, *i)) {
+            behaviour.not_ready_nodes.push(scenario::node_name(name, &group.name, &cs.region, index));
+        }
+    }
+    // The cluster has been up for a while: objects are an hour old, nodes long since Ready.
+    let created = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(1);
+    ClusterSeed {
+        name: name.to_string(),
+        minor: cs.kubernetes_version.minor().to_string(),
+        objects: scenario::build_cluster(&cs, name, created),
+        behaviour,
     }
 }
 

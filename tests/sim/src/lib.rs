@@ -16,3 +16,4 @@ pub mod printers;
 pub mod eviction;
 pub mod server;
 pub mod fleet;
+pub mod scenario;

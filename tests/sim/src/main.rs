@@ -1,2 +1,88 @@
-//! placeholder until scenario lands
-fn main() {}
+//! `flotilla-sim`: serves a simulated EKS fleet on loopback until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flotilla_sim::fleet::{Fleet, FleetOptions};
+use flotilla_sim::scenario::Scenario;
+
+/// A simulated Amazon EKS fleet for kubectl, kube-rs and Flotilla.
+#[derive(Parser)]
+#[command(name = "flotilla-sim", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start N clusters, write their kubeconfigs and endpoints.json, print `ready`, serve.
+    Serve {
+        /// How many clusters (`sim-1` … `sim-N`).
+        #[arg(long, default_value_t = 3)]
+        clusters: usize,
+        /// Folder for `kubeconfig-<cluster>.yaml`, `ca.pem` and `endpoints.json`.
+        #[arg(long)]
+        out: PathBuf,
+        /// API listener, loopback only (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Statistics listener (plain HTTP).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        stats_listen: SocketAddr,
+        /// A YAML scenario (default: the built-in one; see tests/sim/scenarios/example.yaml).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Past changes kept per kind and cluster for resuming watches.
+        #[arg(long, default_value_t = 1000)]
+        watch_history: usize,
+        /// Log filter (RUST_LOG syntax).
+        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        log: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Args { command } = Args::parse();
+    match command {
+        Command::Serve { clusters, out, listen, stats_listen, scenario, watch_history, log } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("--log")?)
+                .with_writer(std::io::stderr)
+                .init();
+            for (flag, addr) in [("--listen", listen), ("--stats-listen", stats_listen)] {
+                anyhow::ensure!(addr.ip().is_loopback(), "{flag} {addr}: the simulator serves on loopback only; use 127.0.0.1:PORT");
+            }
+            anyhow::ensure!(clusters >= 1, "--clusters {clusters}: give at least 1");
+            let scenario = match &scenario {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("--scenario {}", path.display()))?;
+                    Scenario::from_yaml(&text, &path.display().to_string())?
+                }
+                None => Scenario::default_scenario(),
+            };
+            let fleet = Fleet::start_scenario(&scenario, clusters, FleetOptions { listen, stats_listen, watch_history }).await?;
+            let endpoints = fleet.write_files(&out)?;
+            tracing::info!(endpoints = %endpoints.display(), server = %fleet.server_url, stats = %fleet.stats_url, "serving");
+            #[allow(clippy::print_stdout)]
+            {
+                println!("ready");
+            }
+            wait_for_signal().await?;
+            fleet.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("SIGINT handler")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
