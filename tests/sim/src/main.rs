@@ -64,23 +64,44 @@ fn main() -> std::process::ExitCode {
 
 async fn run(Args { command }: Args) -> anyhow::Result<()> {
     match command {
-        Command::Serve { clusters, out, listen, stats_listen, scenario, watch_history, log } => {
+        Command::Serve {
+            clusters,
+            out,
+            listen,
+            stats_listen,
+            scenario,
+            watch_history,
+            log,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("--log")?)
                 .with_writer(std::io::stderr)
                 .init();
             for (flag, addr) in [("--listen", listen), ("--stats-listen", stats_listen)] {
-                anyhow::ensure!(addr.ip().is_loopback(), "{flag} {addr}: the simulator serves on loopback only; use 127.0.0.1:PORT");
+                anyhow::ensure!(
+                    addr.ip().is_loopback(),
+                    "{flag} {addr}: the simulator serves on loopback only; use 127.0.0.1:PORT"
+                );
             }
             anyhow::ensure!(clusters >= 1, "--clusters {clusters}: give at least 1");
             let scenario = match &scenario {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("--scenario {}", path.display()))?;
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("--scenario {}", path.display()))?;
                     Scenario::from_yaml(&text, &path.display().to_string())?
                 }
                 None => Scenario::default_scenario(),
             };
-            let fleet = Fleet::start_scenario(&scenario, clusters, FleetOptions { listen, stats_listen, watch_history }).await?;
+            let fleet = Fleet::start_scenario(
+                &scenario,
+                clusters,
+                FleetOptions {
+                    listen,
+                    stats_listen,
+                    watch_history,
+                },
+            )
+            .await?;
             let endpoints = fleet.write_files(&out)?;
             tracing::info!(endpoints = %endpoints.display(), server = %fleet.server_url, stats = %fleet.stats_url, "serving");
             #[allow(clippy::print_stdout)]
@@ -95,7 +116,8 @@ async fn run(Args { command }: Args) -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("SIGINT handler")?,
         _ = term.recv() => {}

@@ -180,6 +180,22 @@ pub fn apply_patch(kind: Kind, doc: &Value, body: &[u8], ty: PatchType) -> Resul
     }
 }
 
+/// Applies a patch to an `autoscaling/v1 Scale` (the `scale` subresource). Scale has no lists, so a
+/// strategic merge patch or an apply configuration merges as a merge patch does.
+pub fn apply_scale_patch(doc: &Value, body: &[u8], ty: PatchType) -> Result<Value, PatchError> {
+    match ty {
+        PatchType::Json => json_patch_document(doc, body),
+        PatchType::Merge | PatchType::StrategicMerge => merge_patch_document(doc, body),
+        PatchType::Apply => {
+            let config: Value = serde_yaml::from_slice(body)
+                .map_err(|e| PatchError::BadRequest(format!("error decoding YAML: {e}")))?;
+            let mut patched = doc.clone();
+            json_patch::merge(&mut patched, &config);
+            Ok(patched)
+        }
+    }
+}
+
 /// Decodes the patched JSON as the typed object and enforces the namespace and name of the stored
 /// object, as `jsonPatcher`/`smpPatcher` and `patcher.applyPatch` do.
 fn finish(

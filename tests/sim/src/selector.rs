@@ -877,8 +877,6 @@ fn canonical_field(kind: Kind, field: &str) -> &str {
     }
 }
 
-/// An empty object of `kind`, to ask which fields the kind supports.
-
 impl FieldSelector {
     /// Parses the `fieldSelector` syntax: `a=b`, `a==b`, `a!=b`, comma-separated, with `\,`,
     /// `\=` and `\\` escapes in values, as `fields.ParseSelector` does (same error texts).

@@ -89,14 +89,28 @@ pub const MAX_EVENTS: usize = 1000;
 
 /// Records a Kubernetes Event about `obj`, or bumps the count of an identical recent one, as
 /// client-go's event recorder does.
-pub fn record_event(store: &mut Store, now: Timestamp, obj: &Object, type_: &str, reason: &str, message: &str, component: &str) {
+pub fn record_event(
+    store: &mut Store,
+    now: Timestamp,
+    obj: &Object,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let meta = obj.meta();
-    let ns = if obj.namespace().is_empty() { "default".to_string() } else { obj.namespace().to_string() };
+    let ns = if obj.namespace().is_empty() {
+        "default".to_string()
+    } else {
+        obj.namespace().to_string()
+    };
     let same = store
         .list(Kind::Event, Some(&ns))
         .find(|e| match e.obj.as_ref() {
             Object::Event(ev) => {
-                ev.involved_object.uid == meta.uid && ev.reason.as_deref() == Some(reason) && ev.message.as_deref() == Some(message)
+                ev.involved_object.uid == meta.uid
+                    && ev.reason.as_deref() == Some(reason)
+                    && ev.message.as_deref() == Some(message)
             }
             _ => false,
         })
@@ -110,9 +124,19 @@ pub fn record_event(store: &mut Store, now: Timestamp, obj: &Object, type_: &str
         return;
     }
     let info = obj.kind().info();
-    let name = format!("{}.{:x}", obj.name(), now.as_nanosecond() as u64);
+    // The time plus the store's next resource version: unique even for several events about one
+    // object in one pass.
+    let name = format!(
+        "{}.{:x}",
+        obj.name(),
+        (now.as_nanosecond() as u64).wrapping_add(store.rv())
+    );
     let mut ev = Object::Event(Event {
-        metadata: ObjectMeta { name: Some(name), namespace: Some(ns), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns),
+            ..Default::default()
+        },
         involved_object: ObjectReference {
             api_version: Some(info.api_version()),
             kind: Some(info.kind_name.to_string()),
@@ -125,7 +149,10 @@ pub fn record_event(store: &mut Store, now: Timestamp, obj: &Object, type_: &str
         reason: Some(reason.to_string()),
         message: Some(message.to_string()),
         type_: Some(type_.to_string()),
-        source: Some(EventSource { component: Some(component.to_string()), host: None }),
+        source: Some(EventSource {
+            component: Some(component.to_string()),
+            host: None,
+        }),
         first_timestamp: Some(api::time(now)),
         last_timestamp: Some(api::time(now)),
         event_time: Some(MicroTime(now)),
@@ -171,7 +198,34 @@ pub fn create(store: &mut Store, now: Timestamp, mut obj: Object) -> Option<crat
     crate::defaults::apply(&mut obj);
     Some(store.insert(obj))
 }
-/// TEMPORARY
-pub fn reconcile_workloads(_store: &mut Store, _ctx: &Ctx) -> Next { Next::default() }
-/// TEMPORARY
-pub fn reconcile_nodes(_store: &mut Store, _ctx: &Ctx) -> Next { Next::default() }
+pub mod daemonset;
+pub mod deployment;
+pub mod disruption;
+pub mod gc;
+pub mod hpa;
+pub mod kubelet;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod scheduler;
+
+/// Runs the workload controllers of the kube-controller-manager once, in order: garbage
+/// collector (with namespace deletion and the pod GC), Deployment, ReplicaSet, DaemonSet,
+/// HorizontalPodAutoscaler. Returns the earliest time any of them wants to run again.
+pub fn reconcile_workloads(store: &mut Store, ctx: &Ctx) -> Next {
+    let mut next = Next::default();
+    next.merge(gc::reconcile(store, ctx));
+    next.merge(deployment::reconcile(store, ctx));
+    next.merge(replicaset::reconcile(store, ctx));
+    next.merge(daemonset::reconcile(store, ctx));
+    next.merge(hpa::reconcile(store, ctx));
+    next
+}
+
+/// The node side of a pass: node lifecycle, scheduler, kubelets, then the disruption controller.
+pub fn reconcile_nodes(store: &mut Store, ctx: &Ctx) -> Next {
+    let mut next = nodelifecycle::reconcile(store, ctx);
+    next.merge(scheduler::reconcile(store, ctx));
+    next.merge(kubelet::reconcile(store, ctx));
+    next.merge(disruption::reconcile(store, ctx));
+    next
+}
