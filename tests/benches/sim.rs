@@ -53,7 +53,8 @@ async fn client(fleet: &Fleet, dir: &tempfile::TempDir, cluster: &str) -> anyhow
 
 async fn phase_fleet(clusters: usize) -> anyhow::Result<Value> {
     let t = Instant::now();
-    let fleet = Fleet::start_scenario(&Scenario::default_scenario(), clusters, FleetOptions::default()).await?;
+    let fleet =
+        Fleet::start_scenario(&Scenario::default_scenario(), clusters, FleetOptions::default()).await?;
     fleet.wait_settled(Duration::from_secs(600)).await?;
     let settle = t.elapsed();
     let pods: usize = fleet.clusters().iter().map(|c| c.lock().count(Kind::Pod)).sum();
@@ -61,7 +62,9 @@ async fn phase_fleet(clusters: usize) -> anyhow::Result<Value> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss, hwm) = memory_mib();
     fleet.shutdown().await;
-    Ok(json!({"clusters": clusters, "pods": pods, "settle_s": settle.as_secs_f64(), "rss_mib": rss, "peak_mib": hwm}))
+    Ok(
+        json!({"clusters": clusters, "pods": pods, "settle_s": settle.as_secs_f64(), "rss_mib": rss, "peak_mib": hwm}),
+    )
 }
 
 fn big_scenario(nodes: usize, pods: usize) -> anyhow::Result<Scenario> {
@@ -72,8 +75,14 @@ fn big_scenario(nodes: usize, pods: usize) -> anyhow::Result<Scenario> {
         "kubernetesVersion: \"1.33\"\nnodeGroups:\n  - {{name: ng-old, nodes: {nodes}, capacity: {{pods: 110, cpu: \"16\", memory: 64Gi}}}}\nnamespaces: [bench]\ndaemonSets:\n  - {{name: aws-node, namespace: kube-system}}\n  - {{name: kube-proxy, namespace: kube-system}}\ndeployments:\n"
     );
     for i in 0..deployments {
-        let pdb = if i % 2 == 0 { ", pdb: {maxUnavailable: \"10%\"}" } else { "" };
-        yaml.push_str(&format!("  - {{name: app-{i}, namespace: bench, replicas: 100, cpu: 10m{pdb}}}\n"));
+        let pdb = if i % 2 == 0 {
+            ", pdb: {maxUnavailable: \"10%\"}"
+        } else {
+            ""
+        };
+        yaml.push_str(&format!(
+            "  - {{name: app-{i}, namespace: bench, replicas: 100, cpu: 10m{pdb}}}\n"
+        ));
     }
     Ok(Scenario::from_yaml(&yaml, "bench.yaml")?)
 }
@@ -81,7 +90,15 @@ fn big_scenario(nodes: usize, pods: usize) -> anyhow::Result<Scenario> {
 async fn phase_big(nodes: usize, pods: usize) -> anyhow::Result<Value> {
     let scenario = big_scenario(nodes, pods)?;
     let t = Instant::now();
-    let fleet = Fleet::start_scenario(&scenario, 1, FleetOptions { watch_history: 20_000, ..Default::default() }).await?;
+    let fleet = Fleet::start_scenario(
+        &scenario,
+        1,
+        FleetOptions {
+            watch_history: 20_000,
+            ..Default::default()
+        },
+    )
+    .await?;
     fleet.wait_settled(Duration::from_secs(900)).await?;
     let settle = t.elapsed();
     let cluster = fleet.cluster("sim-1").context("sim-1")?.clone();
@@ -97,7 +114,11 @@ async fn phase_big(nodes: usize, pods: usize) -> anyhow::Result<Value> {
     let t = Instant::now();
     for _ in 0..rounds {
         let l = api.list(&ListParams::default()).await?;
-        anyhow::ensure!(l.items.len() == pod_count, "list returned {} of {pod_count}", l.items.len());
+        anyhow::ensure!(
+            l.items.len() == pod_count,
+            "list returned {} of {pod_count}",
+            l.items.len()
+        );
     }
     let list_full = t.elapsed().as_secs_f64() / rounds as f64;
     let t = Instant::now();
@@ -119,7 +140,12 @@ async fn phase_big(nodes: usize, pods: usize) -> anyhow::Result<Value> {
     // Watch: 10 watchers; every pod gets a label change (one MODIFIED each); time until every
     // watcher has all of them.
     let watchers = 10;
-    let rv = api.list(&ListParams::default().limit(1)).await?.metadata.resource_version.context("rv")?;
+    let rv = api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .context("rv")?;
     let mut tasks = Vec::new();
     for _ in 0..watchers {
         let api = api.clone();
@@ -131,7 +157,11 @@ async fn phase_big(nodes: usize, pods: usize) -> anyhow::Result<Value> {
             let mut seen = 0usize;
             while let Some(ev) = s.next().await {
                 if let Ok(WatchEvent::Modified(p)) = ev {
-                    if p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("bench-touch")) {
+                    if p.metadata
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| l.contains_key("bench-touch"))
+                    {
                         seen += 1;
                         if seen == want {
                             return Ok::<_, anyhow::Error>(Instant::now());
@@ -147,7 +177,10 @@ async fn phase_big(nodes: usize, pods: usize) -> anyhow::Result<Value> {
     cluster.write(|s| {
         let pods: Vec<Object> = s.list(Kind::Pod, None).map(|e| (*e.obj).clone()).collect();
         for mut p in pods {
-            p.meta_mut().labels.get_or_insert_with(Default::default).insert("bench-touch".into(), "1".into());
+            p.meta_mut()
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert("bench-touch".into(), "1".into());
             s.replace(p);
         }
     });
@@ -163,7 +196,15 @@ async fn phase_big(nodes: usize, pods: usize) -> anyhow::Result<Value> {
         let store = cluster.lock();
         store
             .list(Kind::Pod, Some("bench"))
-            .filter(|e| e.obj.name().starts_with("app-") && e.obj.name().split('-').nth(1).and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n % 2 == 1))
+            .filter(|e| {
+                e.obj.name().starts_with("app-")
+                    && e.obj
+                        .name()
+                        .split('-')
+                        .nth(1)
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .is_some_and(|n| n % 2 == 1)
+            })
             .take(1000)
             .map(|e| (e.obj.namespace().to_string(), e.obj.name().to_string()))
             .collect()
@@ -199,7 +240,11 @@ fn run_phase(phase: &str, extra: &[String]) -> anyhow::Result<Value> {
     if !out.status.success() {
         bail!("phase {phase} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     serde_json::from_str(&line).with_context(|| format!("phase {phase} printed {line:?}"))
 }
 
@@ -219,7 +264,14 @@ fn main() -> anyhow::Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let extra = vec!["--clusters".into(), clusters.to_string(), "--nodes".into(), nodes.to_string(), "--pods".into(), pods.to_string()];
+    let extra = vec![
+        "--clusters".into(),
+        clusters.to_string(),
+        "--nodes".into(),
+        nodes.to_string(),
+        "--pods".into(),
+        pods.to_string(),
+    ];
     let fleet = run_phase("fleet", &extra)?;
     let big = run_phase("big", &extra)?;
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -227,15 +279,54 @@ fn main() -> anyhow::Result<()> {
     println!("flotilla-sim benchmark (one process per row group; loopback; kube-rs client)\n");
     println!("| measure | value | target |");
     println!("|---|---|---|");
-    println!("| {} default clusters ({} pods): settle time | {:.1} s | |", clusters, fleet["pods"], f(&fleet, "settle_s"));
-    println!("| {} default clusters: RSS / peak | {:.0} / {:.0} MiB | < {RSS_TARGET_MIB:.0} MiB: {} |", clusters, f(&fleet, "rss_mib"), f(&fleet, "peak_mib"), verdict(f(&fleet, "peak_mib")));
-    println!("| 1 cluster, {} nodes / {} pods: settle time | {:.1} s | |", nodes, big["pods"], f(&big, "settle_s"));
+    println!(
+        "| {} default clusters ({} pods): settle time | {:.1} s | |",
+        clusters,
+        fleet["pods"],
+        f(&fleet, "settle_s")
+    );
+    println!(
+        "| {} default clusters: RSS / peak | {:.0} / {:.0} MiB | < {RSS_TARGET_MIB:.0} MiB: {} |",
+        clusters,
+        f(&fleet, "rss_mib"),
+        f(&fleet, "peak_mib"),
+        verdict(f(&fleet, "peak_mib"))
+    );
+    println!(
+        "| 1 cluster, {} nodes / {} pods: settle time | {:.1} s | |",
+        nodes,
+        big["pods"],
+        f(&big, "settle_s")
+    );
     println!("| 1 cluster, {} nodes / {} pods: RSS / peak at settle | {:.0} / {:.0} MiB | < {RSS_TARGET_MIB:.0} MiB: {} |", nodes, big["pods"], f(&big, "rss_mib"), f(&big, "peak_mib"), verdict(f(&big, "peak_mib")));
-    println!("| list all {} pods (one response) | {:.1} ms ({:.0} pods/s) | |", big["pods"], f(&big, "list_full_s") * 1e3, f(&big, "pods") / f(&big, "list_full_s"));
-    println!("| list all pods in pages of 500 | {:.1} ms ({:.0} pods/s) | |", f(&big, "list_paged_s") * 1e3, f(&big, "pods") / f(&big, "list_paged_s"));
-    println!("| watch fan-out: {} watchers x {} MODIFIED | {:.0} events/s delivered ({:.2} s) | |", big["watchers"], big["pods"], f(&big, "watch_events_per_s"), f(&big, "watch_s"));
-    println!("| evictions (no PDB, 32 in flight) | {:.0} evictions/s ({} done, {} failed) | |", f(&big, "evictions_per_s"), big["evictions"], big["evictions_failed"]);
-    println!("| peak RSS after the throughput runs | {:.0} MiB | |", f(&big, "peak_after_mib"));
+    println!(
+        "| list all {} pods (one response) | {:.1} ms ({:.0} pods/s) | |",
+        big["pods"],
+        f(&big, "list_full_s") * 1e3,
+        f(&big, "pods") / f(&big, "list_full_s")
+    );
+    println!(
+        "| list all pods in pages of 500 | {:.1} ms ({:.0} pods/s) | |",
+        f(&big, "list_paged_s") * 1e3,
+        f(&big, "pods") / f(&big, "list_paged_s")
+    );
+    println!(
+        "| watch fan-out: {} watchers x {} MODIFIED | {:.0} events/s delivered ({:.2} s) | |",
+        big["watchers"],
+        big["pods"],
+        f(&big, "watch_events_per_s"),
+        f(&big, "watch_s")
+    );
+    println!(
+        "| evictions (no PDB, 32 in flight) | {:.0} evictions/s ({} done, {} failed) | |",
+        f(&big, "evictions_per_s"),
+        big["evictions"],
+        big["evictions_failed"]
+    );
+    println!(
+        "| peak RSS after the throughput runs | {:.0} MiB | |",
+        f(&big, "peak_after_mib")
+    );
     println!("| PDB violations | {} | 0 |", big["pdb_violations"]);
     Ok(())
 }

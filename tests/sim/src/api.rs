@@ -87,7 +87,9 @@ fn new_uid() -> String {
 /// Five random characters from the alphabet Kubernetes uses for generated names.
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Checks a name as a DNS-1123 subdomain; the message is the real validator's.
@@ -96,7 +98,9 @@ fn validate_name(info: &ResourceInfo, name: &str) -> Result<(), ApiError> {
         && name.len() <= 253
         && name.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         });
@@ -125,26 +129,66 @@ fn validate(obj: &Object) -> Result<(), ApiError> {
     };
     match obj {
         Object::Deployment(d) => {
-            let spec = d.spec.as_ref().ok_or_else(|| ApiError::invalid(info, name, "spec", "Required value"))?;
+            let spec = d
+                .spec
+                .as_ref()
+                .ok_or_else(|| ApiError::invalid(info, name, "spec", "Required value"))?;
             if spec.replicas.unwrap_or(1) < 0 {
-                return Err(ApiError::invalid(info, name, "spec.replicas", "Invalid value: must be greater than or equal to 0"));
+                return Err(ApiError::invalid(
+                    info,
+                    name,
+                    "spec.replicas",
+                    "Invalid value: must be greater than or equal to 0",
+                ));
             }
             if spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                && spec.selector.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+                && spec
+                    .selector
+                    .match_expressions
+                    .as_ref()
+                    .is_none_or(|m| m.is_empty())
             {
-                return Err(ApiError::invalid(info, name, "spec.selector", "Invalid value: empty selector is invalid for deployment"));
+                return Err(ApiError::invalid(
+                    info,
+                    name,
+                    "spec.selector",
+                    "Invalid value: empty selector is invalid for deployment",
+                ));
             }
-            if !selector_matches(&spec.selector, spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref())) {
-                return Err(ApiError::invalid(info, name, "spec.template.metadata.labels", "Invalid value: `selector` does not match template `labels`"));
+            if !selector_matches(
+                &spec.selector,
+                spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+            ) {
+                return Err(ApiError::invalid(
+                    info,
+                    name,
+                    "spec.template.metadata.labels",
+                    "Invalid value: `selector` does not match template `labels`",
+                ));
             }
-            if spec.template.spec.as_ref().is_none_or(|s| s.containers.is_empty()) {
-                return Err(ApiError::invalid(info, name, "spec.template.spec.containers", "Required value"));
+            if spec
+                .template
+                .spec
+                .as_ref()
+                .is_none_or(|s| s.containers.is_empty())
+            {
+                return Err(ApiError::invalid(
+                    info,
+                    name,
+                    "spec.template.spec.containers",
+                    "Required value",
+                ));
             }
         }
         Object::ReplicaSet(r) => {
             if let Some(spec) = &r.spec {
                 if spec.replicas.unwrap_or(1) < 0 {
-                    return Err(ApiError::invalid(info, name, "spec.replicas", "Invalid value: must be greater than or equal to 0"));
+                    return Err(ApiError::invalid(
+                        info,
+                        name,
+                        "spec.replicas",
+                        "Invalid value: must be greater than or equal to 0",
+                    ));
                 }
             }
         }
@@ -156,17 +200,32 @@ fn validate(obj: &Object) -> Result<(), ApiError> {
         Object::PodDisruptionBudget(p) => {
             if let Some(spec) = &p.spec {
                 if spec.min_available.is_some() && spec.max_unavailable.is_some() {
-                    return Err(ApiError::invalid(info, name, "spec", "Invalid value: minAvailable and maxUnavailable cannot be both set"));
+                    return Err(ApiError::invalid(
+                        info,
+                        name,
+                        "spec",
+                        "Invalid value: minAvailable and maxUnavailable cannot be both set",
+                    ));
                 }
             }
         }
         Object::HorizontalPodAutoscaler(h) => {
             if let Some(spec) = &h.spec {
                 if spec.min_replicas.unwrap_or(1) > spec.max_replicas {
-                    return Err(ApiError::invalid(info, name, "spec.maxReplicas", "Invalid value: must be greater than or equal to `minReplicas`"));
+                    return Err(ApiError::invalid(
+                        info,
+                        name,
+                        "spec.maxReplicas",
+                        "Invalid value: must be greater than or equal to `minReplicas`",
+                    ));
                 }
                 if spec.max_replicas < 1 {
-                    return Err(ApiError::invalid(info, name, "spec.maxReplicas", "Invalid value: must be greater than 0"));
+                    return Err(ApiError::invalid(
+                        info,
+                        name,
+                        "spec.maxReplicas",
+                        "Invalid value: must be greater than 0",
+                    ));
                 }
             }
         }
@@ -176,9 +235,8 @@ fn validate(obj: &Object) -> Result<(), ApiError> {
 }
 
 fn decode(kind: Kind, value: Value) -> Result<Object, ApiError> {
-    Object::from_json(kind, value).map_err(|e| {
-        ApiError::bad_request(format!("error decoding {}: {}", kind.info().kind_name, e))
-    })
+    Object::from_json(kind, value)
+        .map_err(|e| ApiError::bad_request(format!("error decoding {}: {}", kind.info().kind_name, e)))
 }
 
 fn check_type(info: &ResourceInfo, body: &Value) -> Result<(), ApiError> {
@@ -203,16 +261,28 @@ trait TapKind {
 
 impl TapKind for ApiError {
     fn tap_kind(mut self, got: &str, info: &ResourceInfo) -> Self {
-        self.message = format!("kind {got} does not match the expected kind {} for this resource", info.kind_name);
+        self.message = format!(
+            "kind {got} does not match the expected kind {} for this resource",
+            info.kind_name
+        );
         self
     }
 }
 
 /// Creates an object from a request body, as `POST` on a collection.
-pub fn create(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, body: Value, dry_run: bool) -> Result<Entry, ApiError> {
+pub fn create(
+    store: &mut Store,
+    now: Timestamp,
+    kind: Kind,
+    ns: &str,
+    body: Value,
+    dry_run: bool,
+) -> Result<Entry, ApiError> {
     let info = kind.info();
     if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request was in an unknown format"));
+        return Err(ApiError::bad_request(
+            "the body of the request was in an unknown format",
+        ));
     }
     check_type(info, &body)?;
     let mut obj = decode(kind, body)?;
@@ -220,7 +290,9 @@ pub fn create(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, body: Val
     if info.namespaced {
         match meta.namespace.as_deref() {
             Some(n) if !n.is_empty() && n != ns => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => meta.namespace = Some(ns.to_string()),
         }
@@ -231,7 +303,12 @@ pub fn create(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, body: Val
         match meta.generate_name.as_deref() {
             Some(g) if !g.is_empty() => meta.name = Some(format!("{g}{}", random_suffix())),
             _ => {
-                return Err(ApiError::invalid(info, "", "metadata.name", "Required value: name or generateName is required"))
+                return Err(ApiError::invalid(
+                    info,
+                    "",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                ))
             }
         }
     }
@@ -242,7 +319,11 @@ pub fn create(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, body: Val
     }
     if let Some(nso) = store.get_obj(Kind::Namespace, "", ns) {
         if info.namespaced && nso.meta().deletion_timestamp.is_some() {
-            return Err(ApiError::forbidden(info, &name, &format!("unable to create new content in namespace {ns} because it is being terminated")));
+            return Err(ApiError::forbidden(
+                info,
+                &name,
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            ));
         }
     }
     if store.get(kind, obj.namespace(), &name).is_some() {
@@ -256,7 +337,10 @@ pub fn create(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, body: Val
     defaults::apply(&mut obj);
     validate(&obj)?;
     if dry_run {
-        return Ok(Entry { json: serde_json::to_vec(&obj.to_json()).unwrap_or_default().into(), obj: obj.into() });
+        return Ok(Entry {
+            json: serde_json::to_vec(&obj.to_json()).unwrap_or_default().into(),
+            obj: obj.into(),
+        });
     }
     Ok(store.insert(obj))
 }
@@ -291,17 +375,31 @@ fn spec_json(obj: &Object) -> Value {
 }
 
 /// Replaces an object from a request body (`PUT`), honouring a resourceVersion precondition.
-pub fn replace(store: &mut Store, kind: Kind, ns: &str, name: &str, body: Value, target: Target, dry_run: bool) -> Result<Entry, ApiError> {
+pub fn replace(
+    store: &mut Store,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    body: Value,
+    target: Target,
+    dry_run: bool,
+) -> Result<Entry, ApiError> {
     let info = kind.info();
     if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request was in an unknown format"));
+        return Err(ApiError::bad_request(
+            "the body of the request was in an unknown format",
+        ));
     }
     check_type(info, &body)?;
-    let current = store.get_obj(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
+    let current = store
+        .get_obj(kind, ns, name)
+        .ok_or_else(|| ApiError::not_found(info, name))?;
     let obj = decode(kind, body)?;
     let body_name = obj.name().to_string();
     if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
     }
     match obj.meta().resource_version.as_deref() {
         Some(rv) if !rv.is_empty() => {
@@ -315,7 +413,14 @@ pub fn replace(store: &mut Store, kind: Kind, ns: &str, name: &str, body: Value,
     }
     if let Some(uid) = obj.meta().uid.as_deref() {
         if !uid.is_empty() && Some(uid) != current.meta().uid.as_deref() {
-            return Err(ApiError::conflict(info, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", current.meta().uid.as_deref().unwrap_or(""))));
+            return Err(ApiError::conflict(
+                info,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    current.meta().uid.as_deref().unwrap_or("")
+                ),
+            ));
         }
     }
     let next = merge_update(&current, obj, target);
@@ -369,7 +474,9 @@ fn copy_status(from: &Object, to: &mut Object) {
         (Object::Deployment(f), Object::Deployment(t)) => t.status = f.status.clone(),
         (Object::ReplicaSet(f), Object::ReplicaSet(t)) => t.status = f.status.clone(),
         (Object::DaemonSet(f), Object::DaemonSet(t)) => t.status = f.status.clone(),
-        (Object::HorizontalPodAutoscaler(f), Object::HorizontalPodAutoscaler(t)) => t.status = f.status.clone(),
+        (Object::HorizontalPodAutoscaler(f), Object::HorizontalPodAutoscaler(t)) => {
+            t.status = f.status.clone()
+        }
         (Object::PodDisruptionBudget(f), Object::PodDisruptionBudget(t)) => t.status = f.status.clone(),
         _ => {}
     }
@@ -387,23 +494,40 @@ fn commit(store: &mut Store, current: &Object, next: Object, dry_run: bool) -> R
             .ok_or_else(|| ApiError::not_found(current.kind().info(), current.name()));
     }
     if dry_run {
-        return Ok(Entry { json: serde_json::to_vec(&next.to_json()).unwrap_or_default().into(), obj: next.into() });
+        return Ok(Entry {
+            json: serde_json::to_vec(&next.to_json()).unwrap_or_default().into(),
+            obj: next.into(),
+        });
     }
     let finalizers_done = next.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
     if next.meta().deletion_timestamp.is_some() && finalizers_done && next.kind() != Kind::Pod {
         let kind = next.kind();
         let (ns, name) = (next.namespace().to_string(), next.name().to_string());
         store.replace(next);
-        return store.remove(kind, &ns, &name).ok_or_else(|| ApiError::not_found(kind.info(), &name));
+        return store
+            .remove(kind, &ns, &name)
+            .ok_or_else(|| ApiError::not_found(kind.info(), &name));
     }
     Ok(store.replace(next))
 }
 
 /// Applies a `PATCH` body. A resourceVersion inside the patch acts as a precondition.
 #[allow(clippy::too_many_arguments)]
-pub fn patch(store: &mut Store, kind: Kind, ns: &str, name: &str, body: &[u8], ty: PatchType, target: Target, dry_run: bool) -> Result<Entry, ApiError> {
+pub fn patch(
+    store: &mut Store,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    ty: PatchType,
+    target: Target,
+    dry_run: bool,
+) -> Result<Entry, ApiError> {
     let info = kind.info();
-    let current = store.get(kind, ns, name).cloned().ok_or_else(|| ApiError::not_found(info, name))?;
+    let current = store
+        .get(kind, ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(info, name))?;
     let doc: Value = serde_json::from_slice(&current.json).unwrap_or(Value::Null);
     let patched = apply_patch(kind, &doc, body, ty)?;
     let obj = decode(kind, patched)?;
@@ -419,13 +543,29 @@ pub fn patch(store: &mut Store, kind: Kind, ns: &str, name: &str, body: &[u8], t
 
 /// Deletes an object as `DELETE` does: pods bound to a node terminate gracefully (the kubelet
 /// finishes the job), objects with finalizers wait for them, dependents follow the propagation policy.
-pub fn delete(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
+pub fn delete(
+    store: &mut Store,
+    now: Timestamp,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Deleted, ApiError> {
     let info = kind.info();
-    let current = store.get_obj(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
+    let current = store
+        .get_obj(kind, ns, name)
+        .ok_or_else(|| ApiError::not_found(info, name))?;
     let meta = current.meta();
     if let Some(uid) = &opts.uid {
         if Some(uid) != meta.uid.as_ref() {
-            return Err(ApiError::conflict(info, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta.uid.as_deref().unwrap_or(""))));
+            return Err(ApiError::conflict(
+                info,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta.uid.as_deref().unwrap_or("")
+                ),
+            ));
         }
     }
     if let Some(rv) = &opts.resource_version {
@@ -437,7 +577,11 @@ pub fn delete(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, name: &st
     let mut graceful = false;
     if let Object::Pod(p) = current.as_ref() {
         let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
-        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
         let terminal = phase == "Succeeded" || phase == "Failed";
         let grace = opts
             .grace_period_seconds
@@ -449,7 +593,12 @@ pub fn delete(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, name: &st
             let existing = p.metadata.deletion_timestamp.as_ref().map(|t| t.0);
             if existing.is_some_and(|e| e <= deadline) {
                 // Already terminating at least this soon: nothing changes.
-                return Ok(Deleted::Pending(store.get(kind, ns, name).cloned().ok_or_else(|| ApiError::not_found(info, name))?));
+                return Ok(Deleted::Pending(
+                    store
+                        .get(kind, ns, name)
+                        .cloned()
+                        .ok_or_else(|| ApiError::not_found(info, name))?,
+                ));
             }
             let m = next.meta_mut();
             m.deletion_timestamp = Some(time(deadline));
@@ -460,7 +609,12 @@ pub fn delete(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, name: &st
     let has_finalizers = meta.finalizers.as_ref().is_some_and(|f| !f.is_empty());
     if has_finalizers && !graceful {
         if meta.deletion_timestamp.is_some() {
-            return Ok(Deleted::Pending(store.get(kind, ns, name).cloned().ok_or_else(|| ApiError::not_found(info, name))?));
+            return Ok(Deleted::Pending(
+                store
+                    .get(kind, ns, name)
+                    .cloned()
+                    .ok_or_else(|| ApiError::not_found(info, name))?,
+            ));
         }
         let m = next.meta_mut();
         m.deletion_timestamp = Some(time(now));
@@ -478,8 +632,15 @@ pub fn delete(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, name: &st
         graceful = true;
     }
     if opts.dry_run {
-        let entry = Entry { json: serde_json::to_vec(&next.to_json()).unwrap_or_default().into(), obj: next.into() };
-        return Ok(if graceful { Deleted::Pending(entry) } else { Deleted::Gone(entry) });
+        let entry = Entry {
+            json: serde_json::to_vec(&next.to_json()).unwrap_or_default().into(),
+            obj: next.into(),
+        };
+        return Ok(if graceful {
+            Deleted::Pending(entry)
+        } else {
+            Deleted::Gone(entry)
+        });
     }
     if opts.propagation.as_deref() == Some("Orphan") {
         orphan_dependents(store, meta.uid.as_deref().unwrap_or(""));
@@ -491,7 +652,10 @@ pub fn delete(store: &mut Store, now: Timestamp, kind: Kind, ns: &str, name: &st
         }
         return Ok(Deleted::Pending(store.replace(next)));
     }
-    store.remove(kind, ns, name).map(Deleted::Gone).ok_or_else(|| ApiError::not_found(info, name))
+    store
+        .remove(kind, ns, name)
+        .map(Deleted::Gone)
+        .ok_or_else(|| ApiError::not_found(info, name))
 }
 
 /// Removes owner references to `uid` from every object (propagationPolicy=Orphan).
@@ -534,7 +698,12 @@ pub fn scale_of(obj: &Object) -> Option<Value> {
     };
     let selector = selector
         .and_then(|s| s.match_labels.as_ref())
-        .map(|ml| ml.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+        .map(|ml| {
+            ml.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     Some(json!({
         "kind": "Scale",
@@ -552,9 +721,18 @@ pub fn scale_of(obj: &Object) -> Option<Value> {
 }
 
 /// Writes `spec.replicas` from a Scale (`PUT .../scale`, or a patch applied to the Scale view).
-pub fn set_scale(store: &mut Store, kind: Kind, ns: &str, name: &str, scale: &Value, dry_run: bool) -> Result<Entry, ApiError> {
+pub fn set_scale(
+    store: &mut Store,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    scale: &Value,
+    dry_run: bool,
+) -> Result<Entry, ApiError> {
     let info = kind.info();
-    let current = store.get_obj(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
+    let current = store
+        .get_obj(kind, ns, name)
+        .ok_or_else(|| ApiError::not_found(info, name))?;
     if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
         if !rv.is_empty() && Some(rv) != current.meta().resource_version.as_deref() {
             return Err(ApiError::stale(info, name));
@@ -567,9 +745,15 @@ pub fn set_scale(store: &mut Store, kind: Kind, ns: &str, name: &str, scale: &Va
         .map_err(|_| ApiError::bad_request("Scale.spec.replicas: expected an integer"))?
         .unwrap_or(0);
     if replicas < 0 {
-        return Err(ApiError::invalid(info, name, "spec.replicas", &format!("Invalid value: {replicas}: must be greater than or equal to 0")));
+        return Err(ApiError::invalid(
+            info,
+            name,
+            "spec.replicas",
+            &format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+        ));
     }
-    let replicas = i32::try_from(replicas).map_err(|_| ApiError::invalid(info, name, "spec.replicas", "Invalid value: too large"))?;
+    let replicas = i32::try_from(replicas)
+        .map_err(|_| ApiError::invalid(info, name, "spec.replicas", "Invalid value: too large"))?;
     let mut next = (*current).clone();
     match &mut next {
         Object::Deployment(d) => d.spec.get_or_insert_with(Default::default).replicas = Some(replicas),

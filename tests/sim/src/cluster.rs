@@ -26,14 +26,24 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster holding `objects`, at Kubernetes `1.<minor>`, keeping `history` past changes
     /// per kind for watches.
-    pub fn new(name: &str, minor: &str, objects: Vec<Object>, behaviour: Behaviour, history: usize) -> Arc<Cluster> {
+    pub fn new(
+        name: &str,
+        minor: &str,
+        objects: Vec<Object>,
+        behaviour: Behaviour,
+        history: usize,
+    ) -> Arc<Cluster> {
         let (tx, _) = broadcast::channel(1024);
         let mut store = Store::new(history, tx);
         for obj in objects {
             let mut obj = obj;
             if obj.meta().uid.is_none() {
                 // Keep the creation time the seed chose (initial objects predate the start).
-                let created = obj.meta().creation_timestamp.as_ref().map_or_else(Timestamp::now, |t| t.0);
+                let created = obj
+                    .meta()
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or_else(Timestamp::now, |t| t.0);
                 crate::api::prepare_for_create(&mut obj, created);
                 crate::defaults::apply(&mut obj);
             }
@@ -120,12 +130,15 @@ impl Cluster {
             Object::Pod(p) => p.spec.as_ref().is_some_and(|s| s.node_name.is_some()),
             _ => true,
         });
-        let pdbs = store.list(Kind::PodDisruptionBudget, None).all(|e| match e.obj.as_ref() {
-            Object::PodDisruptionBudget(p) => {
-                p.status.as_ref().is_some_and(|s| Some(s.observed_generation.unwrap_or(0)) == p.metadata.generation)
-            }
-            _ => true,
-        });
+        let pdbs = store
+            .list(Kind::PodDisruptionBudget, None)
+            .all(|e| match e.obj.as_ref() {
+                Object::PodDisruptionBudget(p) => p
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| Some(s.observed_generation.unwrap_or(0)) == p.metadata.generation),
+                _ => true,
+            });
         deployments && daemonsets && pods && pdbs
     }
 
@@ -135,7 +148,11 @@ impl Cluster {
         let version = format!("1.{}", self.minor());
         let mut store = self.lock();
         let before = store.rv();
-        let ctx = Ctx { now: Timestamp::now(), behaviour: &behaviour, version: &version };
+        let ctx = Ctx {
+            now: Timestamp::now(),
+            behaviour: &behaviour,
+            version: &version,
+        };
         let mut next = controllers::reconcile_workloads(&mut store, &ctx);
         next.merge(controllers::reconcile_nodes(&mut store, &ctx));
         (next.0, store.rv() != before)

@@ -5,7 +5,16 @@ use serde_json::{json, Value};
 
 use crate::resources::{ResourceInfo, GROUPS, RESOURCES};
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// `/version` for a cluster at `minor` (e.g. "33"), formatted as EKS reports it.
 pub fn version(minor: &str) -> Value {
@@ -82,7 +91,10 @@ fn resource_entry(r: &ResourceInfo) -> Value {
 
 /// `/api/v1` or `/apis/<group>/<version>`, if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let served = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect::<Vec<_>>();
+    let served = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect::<Vec<_>>();
     if served.is_empty() {
         return None;
     }
@@ -113,7 +125,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(e);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",

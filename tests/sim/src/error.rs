@@ -23,7 +23,13 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     fn with_details(mut self, details: Value) -> ApiError {
@@ -55,8 +61,12 @@ impl ApiError {
 
     /// 404 for a missing object.
     pub fn not_found(info: &ResourceInfo, name: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("{} \"{}\" not found", info.qualified(), name))
-            .with_details(details(info, name))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", info.qualified(), name),
+        )
+        .with_details(details(info, name))
     }
 
     /// 404 for a namespace that does not exist, on create.
@@ -67,14 +77,22 @@ impl ApiError {
 
     /// 404 for a path that names nothing served.
     pub fn no_route() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(info: &ResourceInfo, name: &str) -> ApiError {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{}\" already exists", info.qualified(), name))
-            .with_details(details(info, name))
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", info.qualified(), name),
+        )
+        .with_details(details(info, name))
     }
 
     /// 409 Conflict on a stale resourceVersion or a failed precondition.
@@ -82,7 +100,12 @@ impl ApiError {
         ApiError::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", info.qualified(), name, why),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                info.qualified(),
+                name,
+                why
+            ),
         )
         .with_details(details(info, name))
     }
@@ -103,7 +126,10 @@ impl ApiError {
 
     /// 422 Invalid, naming the field.
     pub fn invalid(info: &ResourceInfo, name: &str, field: &str, problem: &str) -> ApiError {
-        let msg = format!("{} \"{}\" is invalid: {}: {}", info.kind_name, name, field, problem);
+        let msg = format!(
+            "{} \"{}\" is invalid: {}: {}",
+            info.kind_name, name, field, problem
+        );
         ApiError::new(422, "Invalid", msg).with_details(json!({
             "name": name,
             "group": info.group,
@@ -114,8 +140,12 @@ impl ApiError {
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(method: &str) -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))
-            .with_details(json!({}))
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+        )
+        .with_details(json!({}))
     }
 
     /// 415 UnsupportedMediaType.
@@ -146,8 +176,12 @@ impl ApiError {
 
     /// 403 Forbidden.
     pub fn forbidden(info: &ResourceInfo, name: &str, why: &str) -> ApiError {
-        ApiError::new(403, "Forbidden", format!("{} \"{}\" is forbidden: {}", info.qualified(), name, why))
-            .with_details(details(info, name))
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!("{} \"{}\" is forbidden: {}", info.qualified(), name, why),
+        )
+        .with_details(details(info, name))
     }
 
     /// 500 with a bare message, as the eviction handler sends for a pod under two PDBs.
@@ -157,8 +191,12 @@ impl ApiError {
 
     /// 503 from an injected fault.
     pub fn unavailable() -> ApiError {
-        ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-            .with_details(json!({"retryAfterSeconds": 1}))
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        )
+        .with_details(json!({"retryAfterSeconds": 1}))
     }
 
     /// 504 Timeout.
@@ -169,7 +207,13 @@ impl ApiError {
 
 impl From<crate::patch::PatchError> for ApiError {
     fn from(e: crate::patch::PatchError) -> ApiError {
-        ApiError { code: e.code(), reason: e.reason(), message: e.to_string(), details: None, retry_after: None }
+        ApiError {
+            code: e.code(),
+            reason: e.reason(),
+            message: e.to_string(),
+            details: None,
+            retry_after: None,
+        }
     }
 }
 

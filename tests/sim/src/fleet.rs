@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::aws::Aws;
 use crate::cluster::Cluster;
 use crate::controllers::Behaviour;
 use crate::error::SimError;
@@ -49,6 +50,9 @@ pub struct FleetOptions {
     pub stats_listen: SocketAddr,
     /// Past changes kept per kind and cluster for watches that resume (older ones get 410 Gone).
     pub watch_history: usize,
+    /// Plain-HTTP listener of the simulated EKS and Auto Scaling APIs (fleets started from a
+    /// scenario; port 0: any free port).
+    pub aws_listen: SocketAddr,
 }
 
 impl Default for FleetOptions {
@@ -57,6 +61,7 @@ impl Default for FleetOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             stats_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             watch_history: 1000,
+            aws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -74,6 +79,9 @@ pub struct Fleet {
     pub ca_pem: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    aws: Option<Arc<Aws>>,
+    /// `http://127.0.0.1:PORT` of the simulated EKS and Auto Scaling APIs (fleets started from a scenario).
+    pub aws_url: Option<String>,
 }
 
 impl Fleet {
@@ -82,21 +90,41 @@ impl Fleet {
         let certs = Certificates::generate()?;
         let tls = certs.server_config()?;
         let listener = server::bind_listener(opts.listen).await?;
-        let addr = listener.local_addr().map_err(|source| SimError::Bind { addr: opts.listen.to_string(), source })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: opts.listen.to_string(),
+            source,
+        })?;
         let stats_listener = server::bind_listener(opts.stats_listen).await?;
-        let stats_addr = stats_listener
-            .local_addr()
-            .map_err(|source| SimError::Bind { addr: opts.stats_listen.to_string(), source })?;
+        let stats_addr = stats_listener.local_addr().map_err(|source| SimError::Bind {
+            addr: opts.stats_listen.to_string(),
+            source,
+        })?;
         let (shutdown, rx) = watch::channel(false);
         let mut clusters = Vec::with_capacity(seeds.len());
         let mut tasks = Vec::new();
         for seed in seeds {
-            let c = Cluster::new(&seed.name, &seed.minor, seed.objects, seed.behaviour, opts.watch_history);
+            let c = Cluster::new(
+                &seed.name,
+                &seed.minor,
+                seed.objects,
+                seed.behaviour,
+                opts.watch_history,
+            );
             tasks.push(tokio::spawn(c.clone().run(rx.clone())));
             clusters.push(c);
         }
-        let by_name: Clusters = Arc::new(clusters.iter().map(|c| (c.name.clone(), c.clone())).collect::<HashMap<_, _>>());
-        tasks.push(tokio::spawn(server::serve(listener, tls, by_name.clone(), rx.clone())));
+        let by_name: Clusters = Arc::new(
+            clusters
+                .iter()
+                .map(|c| (c.name.clone(), c.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            tls,
+            by_name.clone(),
+            rx.clone(),
+        )));
         tasks.push(tokio::spawn(serve_stats(stats_listener, by_name.clone(), rx)));
         info!(clusters = clusters.len(), %addr, %stats_addr, "simulated fleet serving");
         Ok(Fleet {
@@ -107,11 +135,17 @@ impl Fleet {
             ca_pem: certs.ca_pem,
             shutdown,
             tasks,
+            aws: None,
+            aws_url: None,
         })
     }
 
     /// Starts `clusters` clusters (`sim-1` … `sim-N`) from a scenario.
-    pub async fn start_scenario(scenario: &Scenario, clusters: usize, opts: FleetOptions) -> Result<Fleet, SimError> {
+    pub async fn start_scenario(
+        scenario: &Scenario,
+        clusters: usize,
+        opts: FleetOptions,
+    ) -> Result<Fleet, SimError> {
         let names: Vec<String> = (1..=clusters).map(|i| format!("sim-{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let unknown = scenario.unknown_overrides(&refs);
@@ -122,7 +156,46 @@ impl Fleet {
             )));
         }
         let seeds = names.iter().map(|n| seed(scenario, n)).collect();
-        Fleet::start(seeds, opts).await
+        let aws_listen = opts.aws_listen;
+        let mut fleet = Fleet::start(seeds, opts).await?;
+        fleet.start_aws(scenario, &names, aws_listen).await?;
+        Ok(fleet)
+    }
+
+    /// Starts the simulated EKS and Auto Scaling APIs for this fleet's clusters.
+    async fn start_aws(
+        &mut self,
+        scenario: &Scenario,
+        names: &[String],
+        listen: SocketAddr,
+    ) -> Result<(), SimError> {
+        let listener = server::bind_listener(listen).await?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let aws = Aws::new(
+            scenario,
+            names,
+            self.by_name.clone(),
+            &self.server_url,
+            &self.ca_pem,
+            self.shutdown.subscribe(),
+        );
+        self.tasks.push(tokio::spawn(crate::aws::http::serve(
+            listener,
+            aws.clone(),
+            self.shutdown.subscribe(),
+        )));
+        info!(%addr, region = %aws.region, "simulated EKS and Auto Scaling serving");
+        self.aws_url = Some(format!("http://{addr}"));
+        self.aws = Some(aws);
+        Ok(())
+    }
+
+    /// The simulated AWS APIs (fleets started from a scenario).
+    pub fn aws(&self) -> Option<&Arc<Aws>> {
+        self.aws.as_ref()
     }
 
     /// The clusters, in order.
@@ -160,13 +233,24 @@ impl Fleet {
         for c in &self.clusters {
             let path = dir.join(format!("kubeconfig-{}.yaml", c.name));
             std::fs::write(&path, self.kubeconfig(&c.name)).map_err(io(&path))?;
-            entries.push(json!({"name": c.name, "kubeconfig": path.display().to_string(), "server": self.cluster_url(&c.name)}));
+            let mut entry = json!({"name": c.name, "kubeconfig": path.display().to_string(), "server": self.cluster_url(&c.name)});
+            if let (Some(_), Value::Object(e)) = (&self.aws, &mut entry) {
+                e.insert("eks_cluster_name".into(), json!(c.name));
+            }
+            entries.push(entry);
         }
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, &self.ca_pem).map_err(io(&ca))?;
         let endpoints = dir.join("endpoints.json");
-        let doc = json!({"clusters": entries, "stats_url": self.stats_url, "ca": ca.display().to_string()});
-        std::fs::write(&endpoints, serde_json::to_vec_pretty(&doc).unwrap_or_default()).map_err(io(&endpoints))?;
+        let mut doc =
+            json!({"clusters": entries, "stats_url": self.stats_url, "ca": ca.display().to_string()});
+        if let (Some(aws), Some(url), Value::Object(d)) = (&self.aws, &self.aws_url, &mut doc) {
+            d.insert("region".into(), json!(aws.region));
+            d.insert("eks_endpoint".into(), json!(url));
+            d.insert("autoscaling_endpoint".into(), json!(url));
+        }
+        std::fs::write(&endpoints, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+            .map_err(io(&endpoints))?;
         Ok(endpoints)
     }
 
@@ -179,7 +263,12 @@ impl Fleet {
     pub async fn wait_settled(&self, timeout: std::time::Duration) -> Result<(), SimError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let pending: Vec<&str> = self.clusters.iter().filter(|c| !c.settled()).map(|c| c.name.as_str()).collect();
+            let pending: Vec<&str> = self
+                .clusters
+                .iter()
+                .filter(|c| !c.settled())
+                .map(|c| c.name.as_str())
+                .collect();
             if pending.is_empty() {
                 return Ok(());
             }
@@ -217,14 +306,22 @@ pub fn seed(scenario: &Scenario, name: &str) -> ClusterSeed {
         ..Behaviour::default()
     };
     for d in cs.deployments.iter().filter(|d| d.readiness_delay.is_some()) {
-        behaviour
-            .readiness_overrides
-            .insert((d.namespace.clone(), d.name.clone()), cs.readiness_delay(&d.namespace, &d.name));
+        behaviour.readiness_overrides.insert(
+            (d.namespace.clone(), d.name.clone()),
+            cs.readiness_delay(&d.namespace, &d.name),
+        );
     }
-    behaviour.never_ready = cs.faults().never_ready.iter().map(|f| (f.namespace.clone(), f.deployment.clone())).collect();
+    behaviour.never_ready = cs
+        .faults()
+        .never_ready
+        .iter()
+        .map(|f| (f.namespace.clone(), f.deployment.clone()))
+        .collect();
     for group in &cs.node_groups {
         for index in (0..group.nodes).filter(|i| !cs.node_becomes_ready(&group.name, *i)) {
-            behaviour.not_ready_nodes.push(scenario::node_name(name, &group.name, &cs.region, index));
+            behaviour
+                .not_ready_nodes
+                .push(scenario::node_name(name, &group.name, &cs.region, index));
         }
     }
     // The cluster has been up for a while: objects are an hour old, nodes long since Ready.
@@ -242,7 +339,12 @@ fn stats_doc(clusters: &Clusters) -> Value {
     names.sort();
     let map: serde_json::Map<String, Value> = names
         .into_iter()
-        .map(|n| (n.clone(), serde_json::to_value(clusters[n].lock().stats().stats()).unwrap_or(Value::Null)))
+        .map(|n| {
+            (
+                n.clone(),
+                serde_json::to_value(clusters[n].lock().stats().stats()).unwrap_or(Value::Null),
+            )
+        })
         .collect();
     json!({ "clusters": map })
 }
@@ -259,7 +361,10 @@ async fn serve_stats(listener: TcpListener, clusters: Clusters, mut shutdown: wa
                 let clusters = clusters.clone();
                 async move { Ok::<_, Infallible>(stats_route(&clusters, req)) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await {
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
                 debug!(error = %e, "stats connection ended");
             }
         });
@@ -268,9 +373,14 @@ async fn serve_stats(listener: TcpListener, clusters: Clusters, mut shutdown: wa
 
 fn stats_route(clusters: &Clusters, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, v: Value| {
-        let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(&v).unwrap_or_default())));
+        let mut r = Response::new(Full::new(Bytes::from(
+            serde_json::to_vec_pretty(&v).unwrap_or_default(),
+        )));
         *r.status_mut() = code;
-        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         r
     };
     match (req.method(), req.uri().path()) {
@@ -281,6 +391,9 @@ fn stats_route(clusters: &Clusters, req: Request<Incoming>) -> Response<Full<Byt
             }
             reply(StatusCode::OK, stats_doc(clusters))
         }
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found: GET /stats, POST /stats/reset"})),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "not found: GET /stats, POST /stats/reset"}),
+        ),
     }
 }

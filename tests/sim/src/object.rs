@@ -165,9 +165,9 @@ impl Object {
                     "spec.restartPolicy" => s(spec.and_then(|s| s.restart_policy.as_ref())),
                     "spec.schedulerName" => s(spec.and_then(|s| s.scheduler_name.as_ref())),
                     "spec.serviceAccountName" => s(spec.and_then(|s| s.service_account_name.as_ref())),
-                    "spec.hostNetwork" => Some(
-                        spec.and_then(|s| s.host_network).unwrap_or(false).to_string(),
-                    ),
+                    "spec.hostNetwork" => {
+                        Some(spec.and_then(|s| s.host_network).unwrap_or(false).to_string())
+                    }
                     "status.phase" => s(status.and_then(|s| s.phase.as_ref())),
                     "status.podIP" => s(status.and_then(|s| s.pod_ip.as_ref())),
                     "status.nominatedNodeName" => s(status.and_then(|s| s.nominated_node_name.as_ref())),
@@ -176,7 +176,11 @@ impl Object {
             }
             Object::Node(n) => match path {
                 "spec.unschedulable" => Some(
-                    n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false).to_string(),
+                    n.spec
+                        .as_ref()
+                        .and_then(|s| s.unschedulable)
+                        .unwrap_or(false)
+                        .to_string(),
                 ),
                 _ => None,
             },
@@ -209,4 +213,3 @@ impl Object {
         }
     }
 }
-

@@ -124,8 +124,20 @@ pub static RESOURCES: &[ResourceInfo] = &[
         has_status: true,
         tracks_generation: false,
         subresources: &[
-            Subresource { name: "eviction", group: "policy", version: "v1", kind: "Eviction", verbs: &["create"] },
-            Subresource { name: "binding", group: "", version: "v1", kind: "Binding", verbs: &["create"] },
+            Subresource {
+                name: "eviction",
+                group: "policy",
+                version: "v1",
+                kind: "Eviction",
+                verbs: &["create"],
+            },
+            Subresource {
+                name: "binding",
+                group: "",
+                version: "v1",
+                kind: "Binding",
+                verbs: &["create"],
+            },
         ],
     },
     ResourceInfo {
@@ -229,13 +241,20 @@ pub static RESOURCES: &[ResourceInfo] = &[
 ];
 
 /// The API groups served under `/apis`, each with its one version.
-pub static GROUPS: &[(&str, &str)] =
-    &[("apps", "v1"), ("autoscaling", "v2"), ("policy", "v1"), ("coordination.k8s.io", "v1")];
+pub static GROUPS: &[(&str, &str)] = &[
+    ("apps", "v1"),
+    ("autoscaling", "v2"),
+    ("policy", "v1"),
+    ("coordination.k8s.io", "v1"),
+];
 
 impl Kind {
     /// The static description of this kind.
     pub fn info(self) -> &'static ResourceInfo {
-        RESOURCES.iter().find(|r| r.kind == self).expect("every kind is registered")
+        RESOURCES
+            .iter()
+            .find(|r| r.kind == self)
+            .expect("every kind is registered")
     }
 
     /// `apiVersion` as written in objects (`v1`, `apps/v1`, …).
@@ -272,5 +291,7 @@ impl ResourceInfo {
 
 /// Looks up a resource by group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }

@@ -45,7 +45,8 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 fn json_response(code: u16, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -62,7 +63,12 @@ fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 /// Serves `clusters` over TLS on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, clusters: Clusters, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    clusters: Clusters,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -120,7 +126,10 @@ impl Req {
     }
 
     fn wants_table(&self) -> bool {
-        self.accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+        self.accept
+            .split(',')
+            .next()
+            .is_some_and(|first| first.contains("as=Table"))
             || (self.accept.contains("as=Table") && !self.accept.contains("application/json,"))
     }
 
@@ -130,22 +139,29 @@ impl Req {
         }
         let ct = self.content_type.split(';').next().unwrap_or("").trim();
         match ct {
-            "" | "application/json" | "*/*" => serde_json::from_slice(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}"))),
-            "application/yaml" => serde_yaml::from_slice(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}"))),
+            "" | "application/json" | "*/*" => serde_json::from_slice(&self.body).map_err(|e| {
+                ApiError::bad_request(format!("the body of the request was in an unknown format: {e}"))
+            }),
+            "application/yaml" => serde_yaml::from_slice(&self.body).map_err(|e| {
+                ApiError::bad_request(format!("the body of the request was in an unknown format: {e}"))
+            }),
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
 }
 
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 async fn handle(clusters: Clusters, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     if segs.len() < 2 || segs[0] != "clusters" {
         return error_response(&ApiError::no_route());
     }
@@ -162,15 +178,29 @@ async fn handle(clusters: Clusters, req: Request<Incoming>) -> Response<Body> {
         if behaviour.api_error_rate > 0.0 && rand::random::<f64>() < behaviour.api_error_rate {
             return error_response(&ApiError::unavailable());
         }
-        let header = |h: header::HeaderName| req.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let header = |h: header::HeaderName| {
+            req.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
         let accept = header(header::ACCEPT);
         let content_type = header(header::CONTENT_TYPE);
         let query = parse_query(req.uri().query());
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e) => return error_response(&ApiError::bad_request(format!("reading the request body: {e}"))),
+            Err(e) => {
+                return error_response(&ApiError::bad_request(format!("reading the request body: {e}")))
+            }
         };
-        let r = Req { method, query, accept, content_type, body };
+        let r = Req {
+            method,
+            query,
+            accept,
+            content_type,
+            body,
+        };
         if !r.accept.is_empty()
             && !r.accept.contains("json")
             && !r.accept.contains("*/*")
@@ -231,18 +261,42 @@ fn resolve<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<(Target3<
             if tail.len() > 2 {
                 return Err(ApiError::no_route());
             }
-            return Ok((Target3 { info, ns: Some(ns), name: tail.first().copied(), sub: tail.get(1).copied() }, legacy_watch));
+            return Ok((
+                Target3 {
+                    info,
+                    ns: Some(ns),
+                    name: tail.first().copied(),
+                    sub: tail.get(1).copied(),
+                },
+                legacy_watch,
+            ));
         }
     }
-    let [plural, tail @ ..] = rest else { return Err(ApiError::no_route()) };
+    let [plural, tail @ ..] = rest else {
+        return Err(ApiError::no_route());
+    };
     let info = resources::lookup(group, version, plural).ok_or_else(ApiError::no_route)?;
     if tail.len() > 2 || (info.namespaced && !tail.is_empty()) {
         return Err(ApiError::no_route());
     }
-    Ok((Target3 { info, ns: None, name: tail.first().copied(), sub: tail.get(1).copied() }, legacy_watch))
+    Ok((
+        Target3 {
+            info,
+            ns: None,
+            name: tail.first().copied(),
+            sub: tail.get(1).copied(),
+        },
+        legacy_watch,
+    ))
 }
 
-async fn resource(cluster: &Arc<Cluster>, group: &str, version: &str, rest: &[&str], r: Req) -> Result<Response<Body>, ApiError> {
+async fn resource(
+    cluster: &Arc<Cluster>,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    r: Req,
+) -> Result<Response<Body>, ApiError> {
     let (t, legacy_watch) = resolve(group, version, rest)?;
     let info = t.info;
     let kind = info.kind;
@@ -258,18 +312,31 @@ async fn resource(cluster: &Arc<Cluster>, group: &str, version: &str, rest: &[&s
         }
         (&Method::GET, Some(name), None | Some("status")) => {
             let store = cluster.lock();
-            let e = store.get(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
+            let e = store
+                .get(kind, ns, name)
+                .ok_or_else(|| ApiError::not_found(info, name))?;
             if r.wants_table() {
                 let include = IncludeObject::parse(r.q("includeObject")).map_err(ApiError::bad_request)?;
-                let t = printers::table(kind, &[e.obj.as_ref()], include, now, json!({"resourceVersion": store.rv().to_string()}));
+                let t = printers::table(
+                    kind,
+                    &[e.obj.as_ref()],
+                    include,
+                    now,
+                    json!({"resourceVersion": store.rv().to_string()}),
+                );
                 return Ok(value_response(200, &t));
             }
             Ok(json_response(200, e.json.clone()))
         }
         (&Method::GET, Some(name), Some("scale")) if has_sub(info, "scale") => {
             let store = cluster.lock();
-            let e = store.get(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
-            Ok(value_response(200, &api::scale_of(&e.obj).ok_or_else(ApiError::no_route)?))
+            let e = store
+                .get(kind, ns, name)
+                .ok_or_else(|| ApiError::not_found(info, name))?;
+            Ok(value_response(
+                200,
+                &api::scale_of(&e.obj).ok_or_else(ApiError::no_route)?,
+            ))
         }
         (&Method::POST, None, None) => {
             if info.namespaced && t.ns.is_none() {
@@ -299,11 +366,18 @@ async fn resource(cluster: &Arc<Cluster>, group: &str, version: &str, rest: &[&s
         (&Method::POST, Some(name), Some("binding")) if kind == Kind::Pod => {
             let body = r.body_json()?;
             cluster.write(|s| bind(s, ns, name, &body))?;
-            Ok(value_response(201, &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201})))
+            Ok(value_response(
+                201,
+                &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
+            ))
         }
         (&Method::PUT, Some(name), None | Some("status")) => {
             let body = r.body_json()?;
-            let target = if t.sub == Some("status") { Target::Status } else { Target::Main };
+            let target = if t.sub == Some("status") {
+                Target::Status
+            } else {
+                Target::Main
+            };
             let dry = r.dry_run();
             let e = cluster.write(|s| api::replace(s, kind, ns, name, body, target, dry))?;
             Ok(json_response(200, e.json))
@@ -312,25 +386,39 @@ async fn resource(cluster: &Arc<Cluster>, group: &str, version: &str, rest: &[&s
             let body = r.body_json()?;
             let dry = r.dry_run();
             let e = cluster.write(|s| api::set_scale(s, kind, ns, name, &body, dry))?;
-            Ok(value_response(200, &api::scale_of(&e.obj).ok_or_else(ApiError::no_route)?))
+            Ok(value_response(
+                200,
+                &api::scale_of(&e.obj).ok_or_else(ApiError::no_route)?,
+            ))
         }
         (&Method::PATCH, Some(name), None | Some("status")) => {
-            let ty = PatchType::from_content_type(&r.content_type).ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
-            let target = if t.sub == Some("status") { Target::Status } else { Target::Main };
+            let ty = PatchType::from_content_type(&r.content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
+            let target = if t.sub == Some("status") {
+                Target::Status
+            } else {
+                Target::Main
+            };
             let dry = r.dry_run();
             let e = cluster.write(|s| api::patch(s, kind, ns, name, &r.body, ty, target, dry))?;
             Ok(json_response(200, e.json))
         }
         (&Method::PATCH, Some(name), Some("scale")) if has_sub(info, "scale") => {
-            let ty = PatchType::from_content_type(&r.content_type).ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
+            let ty = PatchType::from_content_type(&r.content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
             let dry = r.dry_run();
             let e = cluster.write(|s| {
-                let cur = s.get_obj(kind, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
+                let cur = s
+                    .get_obj(kind, ns, name)
+                    .ok_or_else(|| ApiError::not_found(info, name))?;
                 let scale = api::scale_of(&cur).ok_or_else(ApiError::no_route)?;
                 let patched = crate::patch::apply_patch(kind, &scale, &r.body, ty)?;
                 api::set_scale(s, kind, ns, name, &patched, dry)
             })?;
-            Ok(value_response(200, &api::scale_of(&e.obj).ok_or_else(ApiError::no_route)?))
+            Ok(value_response(
+                200,
+                &api::scale_of(&e.obj).ok_or_else(ApiError::no_route)?,
+            ))
         }
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_options(&r)?;
@@ -338,10 +426,13 @@ async fn resource(cluster: &Arc<Cluster>, group: &str, version: &str, rest: &[&s
             Ok(match out {
                 Deleted::Pending(e) => json_response(200, e.json),
                 Deleted::Gone(e) if kind == Kind::Pod => json_response(200, e.json),
-                Deleted::Gone(e) => value_response(200, &json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": name, "group": info.group, "kind": info.plural, "uid": e.obj.meta().uid},
-                })),
+                Deleted::Gone(e) => value_response(
+                    200,
+                    &json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": info.group, "kind": info.plural, "uid": e.obj.meta().uid},
+                    }),
+                ),
             })
         }
         (&Method::DELETE, None, None) => {
@@ -355,15 +446,22 @@ async fn resource(cluster: &Arc<Cluster>, group: &str, version: &str, rest: &[&s
                     .collect();
                 let mut items = Vec::new();
                 for (vns, vname) in victims {
-                    if let Ok(Deleted::Gone(e) | Deleted::Pending(e)) = api::delete(s, now, kind, &vns, &vname, &opts) {
+                    if let Ok(Deleted::Gone(e) | Deleted::Pending(e)) =
+                        api::delete(s, now, kind, &vns, &vname, &opts)
+                    {
                         items.push(e.json);
                     }
                 }
                 items
             });
-            Ok(json_response(200, list_body(info, &cluster.lock().rv().to_string(), None, None, &out)))
+            Ok(json_response(
+                200,
+                list_body(info, &cluster.lock().rv().to_string(), None, None, &out),
+            ))
         }
-        (_, Some(_), Some(sub)) if !info.subresources.iter().any(|s| s.name == sub) && sub != "status" => Err(ApiError::no_route()),
+        (_, Some(_), Some(sub)) if !info.subresources.iter().any(|s| s.name == sub) && sub != "status" => {
+            Err(ApiError::no_route())
+        }
         (m, _, _) => Err(ApiError::method_not_allowed(m.as_str())),
     }
 }
@@ -373,9 +471,16 @@ fn has_sub(info: &ResourceInfo, name: &str) -> bool {
 }
 
 fn delete_options(r: &Req) -> Result<DeleteOptions, ApiError> {
-    let mut o = DeleteOptions { dry_run: r.dry_run(), ..Default::default() };
+    let mut o = DeleteOptions {
+        dry_run: r.dry_run(),
+        ..Default::default()
+    };
     if let Some(g) = r.q("gracePeriodSeconds") {
-        o.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}: expected an integer")))?);
+        o.grace_period_seconds = Some(g.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "gracePeriodSeconds: invalid value {g:?}: expected an integer"
+            ))
+        })?);
     }
     o.propagation = r.q("propagationPolicy").map(str::to_string);
     let body = r.body_json()?;
@@ -385,12 +490,23 @@ fn delete_options(r: &Req) -> Result<DeleteOptions, ApiError> {
 /// `pods/binding`: what the scheduler posts.
 fn bind(store: &mut Store, ns: &str, name: &str, body: &Value) -> Result<(), ApiError> {
     let info = Kind::Pod.info();
-    let node = body.pointer("/target/name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid(info, name, "target.name", "Required value"))?;
-    let cur = store.get_obj(Kind::Pod, ns, name).ok_or_else(|| ApiError::not_found(info, name))?;
-    let Object::Pod(mut pod) = (*cur).clone() else { return Err(ApiError::not_found(info, name)) };
+    let node = body
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(info, name, "target.name", "Required value"))?;
+    let cur = store
+        .get_obj(Kind::Pod, ns, name)
+        .ok_or_else(|| ApiError::not_found(info, name))?;
+    let Object::Pod(mut pod) = (*cur).clone() else {
+        return Err(ApiError::not_found(info, name));
+    };
     let spec = pod.spec.get_or_insert_with(Default::default);
     if let Some(existing) = &spec.node_name {
-        return Err(ApiError::conflict(info, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+        return Err(ApiError::conflict(
+            info,
+            name,
+            &format!("pod {name} is already assigned to node \"{existing}\""),
+        ));
     }
     spec.node_name = Some(node.to_string());
     store.replace(Object::Pod(pod));
@@ -398,8 +514,18 @@ fn bind(store: &mut Store, ns: &str, name: &str, body: &Value) -> Result<(), Api
 }
 
 fn selectors(r: &Req) -> Result<(Option<LabelSelector>, Option<FieldSelector>), ApiError> {
-    let l = r.q("labelSelector").filter(|s| !s.is_empty()).map(LabelSelector::parse).transpose().map_err(ApiError::bad_request)?;
-    let f = r.q("fieldSelector").filter(|s| !s.is_empty()).map(FieldSelector::parse).transpose().map_err(ApiError::bad_request)?;
+    let l = r
+        .q("labelSelector")
+        .filter(|s| !s.is_empty())
+        .map(LabelSelector::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let f = r
+        .q("fieldSelector")
+        .filter(|s| !s.is_empty())
+        .map(FieldSelector::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     Ok((l, f))
 }
 
@@ -423,7 +549,13 @@ fn check_fields(kind: Kind, f: &Option<FieldSelector>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn list_body(info: &ResourceInfo, rv: &str, cont: Option<String>, remaining: Option<usize>, items: &[Bytes]) -> Bytes {
+fn list_body(
+    info: &ResourceInfo,
+    rv: &str,
+    cont: Option<String>,
+    remaining: Option<usize>,
+    items: &[Bytes],
+) -> Bytes {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -453,11 +585,18 @@ struct Continue {
     name: String,
 }
 
-fn list(cluster: &Arc<Cluster>, info: &'static ResourceInfo, ns: Option<&str>, r: &Req) -> Result<Response<Body>, ApiError> {
+fn list(
+    cluster: &Arc<Cluster>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    r: &Req,
+) -> Result<Response<Body>, ApiError> {
     let (lsel, fsel) = selectors(r)?;
     check_fields(info.kind, &fsel)?;
     let limit = match r.q("limit") {
-        Some(l) => l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?,
         None => 0,
     };
     let token = match r.q("continue").filter(|c| !c.is_empty()) {
@@ -472,7 +611,10 @@ fn list(cluster: &Arc<Cluster>, info: &'static ResourceInfo, ns: Option<&str>, r
     };
     let store = cluster.lock();
     let rv = token.as_ref().map_or(store.rv(), |t| t.rv);
-    let start = token.as_ref().map(|t| (t.ns.clone(), t.name.clone())).unwrap_or_default();
+    let start = token
+        .as_ref()
+        .map(|t| (t.ns.clone(), t.name.clone()))
+        .unwrap_or_default();
     let mut picked: Vec<&crate::store::Entry> = Vec::new();
     let mut more = None;
     let mut remaining = 0usize;
@@ -485,7 +627,10 @@ fn list(cluster: &Arc<Cluster>, info: &'static ResourceInfo, ns: Option<&str>, r
         }
         if limit > 0 && picked.len() == limit {
             if more.is_none() {
-                let last = picked.last().map(|e| (e.obj.namespace().to_string(), e.obj.name().to_string())).unwrap_or_default();
+                let last = picked
+                    .last()
+                    .map(|e| (e.obj.namespace().to_string(), e.obj.name().to_string()))
+                    .unwrap_or_default();
                 more = Some(last);
             }
             remaining += 1;
@@ -494,7 +639,8 @@ fn list(cluster: &Arc<Cluster>, info: &'static ResourceInfo, ns: Option<&str>, r
         picked.push(e);
     }
     let cont = more.map(|(ns, name)| {
-        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&Continue { rv, ns, name }).unwrap_or_default())
+        base64::engine::general_purpose::STANDARD
+            .encode(serde_json::to_vec(&Continue { rv, ns, name }).unwrap_or_default())
     });
     let remaining = (cont.is_some() && lsel.is_none() && fsel.is_none()).then_some(remaining);
     if r.wants_table() {
@@ -504,10 +650,16 @@ fn list(cluster: &Arc<Cluster>, info: &'static ResourceInfo, ns: Option<&str>, r
         if let Some(c) = &cont {
             meta["continue"] = json!(c);
         }
-        return Ok(value_response(200, &printers::table(info.kind, &objs, include, Timestamp::now(), meta)));
+        return Ok(value_response(
+            200,
+            &printers::table(info.kind, &objs, include, Timestamp::now(), meta),
+        ));
     }
     let items: Vec<Bytes> = picked.iter().map(|e| e.json.clone()).collect();
-    Ok(json_response(200, list_body(info, &rv.to_string(), cont, remaining, &items)))
+    Ok(json_response(
+        200,
+        list_body(info, &rv.to_string(), cont, remaining, &items),
+    ))
 }
 
 fn event_line(ty: &str, object: &[u8]) -> Bytes {
@@ -530,7 +682,14 @@ fn bookmark(info: &ResourceInfo, rv: u64, initial_end: bool) -> Bytes {
 }
 
 /// What a watcher sees of a change: the event type after selector transitions, or nothing.
-fn classify(cur: &Object, prev: Option<&Object>, ty: EventType, ns: &Option<String>, l: &Option<LabelSelector>, f: &Option<FieldSelector>) -> Option<&'static str> {
+fn classify(
+    cur: &Object,
+    prev: Option<&Object>,
+    ty: EventType,
+    ns: &Option<String>,
+    l: &Option<LabelSelector>,
+    f: &Option<FieldSelector>,
+) -> Option<&'static str> {
     if ns.as_deref().is_some_and(|n| n != cur.namespace()) {
         return None;
     }
@@ -548,15 +707,34 @@ fn classify(cur: &Object, prev: Option<&Object>, ty: EventType, ns: &Option<Stri
     }
 }
 
-fn past_line(kind: Kind, p: &Past, ns: &Option<String>, l: &Option<LabelSelector>, f: &Option<FieldSelector>) -> Option<Bytes> {
-    let read = |b: &Bytes| serde_json::from_slice::<Value>(b).ok().and_then(|v| Object::from_json(kind, v).ok());
+fn past_line(
+    kind: Kind,
+    p: &Past,
+    ns: &Option<String>,
+    l: &Option<LabelSelector>,
+    f: &Option<FieldSelector>,
+) -> Option<Bytes> {
+    let read = |b: &Bytes| {
+        serde_json::from_slice::<Value>(b)
+            .ok()
+            .and_then(|v| Object::from_json(kind, v).ok())
+    };
     let cur = read(&p.json)?;
     let prev = p.prev_json.as_ref().and_then(read);
-    let ty = if p.prev_json.is_none() && p.ty == EventType::Modified { EventType::Added } else { p.ty };
+    let ty = if p.prev_json.is_none() && p.ty == EventType::Modified {
+        EventType::Added
+    } else {
+        p.ty
+    };
     classify(&cur, prev.as_ref(), ty, ns, l, f).map(|t| event_line(t, &p.json))
 }
 
-async fn watch(cluster: Arc<Cluster>, info: &'static ResourceInfo, ns: Option<String>, r: &Req) -> Result<Response<Body>, ApiError> {
+async fn watch(
+    cluster: Arc<Cluster>,
+    info: &'static ResourceInfo,
+    ns: Option<String>,
+    r: &Req,
+) -> Result<Response<Body>, ApiError> {
     let (lsel, fsel) = selectors(r)?;
     check_fields(info.kind, &fsel)?;
     let bookmarks = r.flag("allowWatchBookmarks");
@@ -566,10 +744,20 @@ async fn watch(cluster: Arc<Cluster>, info: &'static ResourceInfo, ns: Option<St
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let rv_param = r.q("resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
+    let rv_param = r
+        .q("resourceVersion")
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
     let start_rv = match rv_param.as_deref() {
         None | Some("0") => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| ApiError::invalid(info, "", "resourceVersion", &format!("Invalid value: \"{v}\": must be a valid resource version")))?),
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::invalid(
+                info,
+                "",
+                "resourceVersion",
+                &format!("Invalid value: \"{v}\": must be a valid resource version"),
+            )
+        })?),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut lines = Vec::new();
@@ -586,8 +774,13 @@ async fn watch(cluster: Arc<Cluster>, info: &'static ResourceInfo, ns: Option<St
                     }
                 }
                 Err(expired) => {
-                    let status = ApiError::expired(format!("too old resource version: {rv} ({})", expired.oldest)).status();
-                    lines.push(event_line("ERROR", &serde_json::to_vec(&status).unwrap_or_default()));
+                    let status =
+                        ApiError::expired(format!("too old resource version: {rv} ({})", expired.oldest))
+                            .status();
+                    lines.push(event_line(
+                        "ERROR",
+                        &serde_json::to_vec(&status).unwrap_or_default(),
+                    ));
                     let stream = ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
                     for l in lines {
                         let _ = tx.try_send(l);
@@ -650,7 +843,13 @@ async fn watch(cluster: Arc<Cluster>, info: &'static ResourceInfo, ns: Option<St
     Ok(stream_response(stream))
 }
 
-fn change_line(kind: Kind, c: &Change, ns: &Option<String>, l: &Option<LabelSelector>, f: &Option<FieldSelector>) -> Option<Bytes> {
+fn change_line(
+    kind: Kind,
+    c: &Change,
+    ns: &Option<String>,
+    l: &Option<LabelSelector>,
+    f: &Option<FieldSelector>,
+) -> Option<Bytes> {
     if c.kind != kind {
         return None;
     }
@@ -662,12 +861,21 @@ where
     S: tokio_stream::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static,
 {
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     resp
 }
 
 /// Binds `addr` (port 0 picks a free one).
 pub async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, crate::error::SimError> {
-    TcpListener::bind(addr).await.map_err(|source| crate::error::SimError::Bind { addr: addr.to_string(), source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::error::SimError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }

@@ -74,7 +74,9 @@ pub struct StatsTracker {
 
 impl std::fmt::Debug for StatsTracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatsTracker").field("stats", &self.stats).finish_non_exhaustive()
+        f.debug_struct("StatsTracker")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +152,11 @@ impl StatsTracker {
                 if gone {
                     self.budgets.remove(&key);
                 } else {
-                    let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| LabelSelector::from_k8s(s).ok());
+                    let selector = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.selector.as_ref())
+                        .and_then(|s| LabelSelector::from_k8s(s).ok());
                     let desired = p.status.as_ref().map(|s| s.desired_healthy).unwrap_or(0);
                     self.budgets.insert(key, Budget { selector, desired });
                 }
@@ -160,7 +166,13 @@ impl StatsTracker {
         }
     }
 
-    fn observe_pod(&mut self, key: (String, String), p: &k8s_openapi::api::core::v1::Pod, obj: &Object, gone: bool) {
+    fn observe_pod(
+        &mut self,
+        key: (String, String),
+        p: &k8s_openapi::api::core::v1::Pod,
+        obj: &Object,
+        gone: bool,
+    ) {
         let now_healthy = !gone && healthy(obj);
         let deleting = gone || p.metadata.deletion_timestamp.is_some();
         let deployment = p
@@ -175,7 +187,13 @@ impl StatsTracker {
         if gone {
             self.pods.remove(&key);
         } else {
-            self.pods.insert(key.clone(), PodState { labels: labels.clone(), healthy: now_healthy });
+            self.pods.insert(
+                key.clone(),
+                PodState {
+                    labels: labels.clone(),
+                    healthy: now_healthy,
+                },
+            );
         }
         if was_healthy == now_healthy {
             return;
@@ -192,11 +210,18 @@ impl StatsTracker {
     }
 
     fn baseline(entry: &mut DeploymentStats) {
-        if entry.available_at_start.is_none() && entry.replicas > 0 && entry.available >= i64::from(entry.replicas) {
+        if entry.available_at_start.is_none()
+            && entry.replicas > 0
+            && entry.available >= i64::from(entry.replicas)
+        {
             entry.available_at_start = Some(entry.available);
         }
         if entry.available_at_start.is_some() {
-            entry.min_available = Some(entry.min_available.map_or(entry.available, |m| m.min(entry.available)));
+            entry.min_available = Some(
+                entry
+                    .min_available
+                    .map_or(entry.available, |m| m.min(entry.available)),
+            );
         }
     }
 
@@ -205,7 +230,9 @@ impl StatsTracker {
             if *ns != pod.0 {
                 continue;
             }
-            let Some(sel) = budget.selector.as_ref().filter(|s| !s.is_empty()) else { continue };
+            let Some(sel) = budget.selector.as_ref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
             if !sel.matches(Some(labels)) {
                 continue;
             }

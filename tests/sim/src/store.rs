@@ -189,7 +189,10 @@ impl Store {
 
     fn entry(obj: Object) -> Entry {
         let json = serde_json::to_vec(&obj.to_json()).unwrap_or_default();
-        Entry { obj: Arc::new(obj), json: Bytes::from(json) }
+        Entry {
+            obj: Arc::new(obj),
+            json: Bytes::from(json),
+        }
     }
 
     fn record(&mut self, kind: Kind, ty: EventType, entry: Entry, prev: Option<Entry>) {
@@ -205,7 +208,13 @@ impl Store {
                 self.compacted.insert(kind, old.rv);
             }
         }
-        let change = Change { rv: self.rv, kind, ty, entry, prev: prev.map(|p| p.obj) };
+        let change = Change {
+            rv: self.rv,
+            kind,
+            ty,
+            entry,
+            prev: prev.map(|p| p.obj),
+        };
         self.stats.observe(&change);
         // No receivers is fine: nobody watches.
         let _ = self.tx.send(Arc::new(change));
@@ -215,7 +224,9 @@ impl Store {
     pub fn since(&self, kind: Kind, rv: u64) -> Result<Vec<Past>, Expired> {
         let compacted = self.compacted.get(&kind).copied().unwrap_or(0);
         if rv < compacted {
-            return Err(Expired { oldest: compacted + 1 });
+            return Err(Expired {
+                oldest: compacted + 1,
+            });
         }
         Ok(self
             .history

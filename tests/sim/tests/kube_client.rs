@@ -28,17 +28,34 @@ async fn lists_with_label_and_field_selectors() {
     let (_f, dir) = fleet(1).await;
     let c = client(&dir, "sim-1").await;
     let nodes: Api<Node> = Api::all(c.clone());
-    let ng = nodes.list(&ListParams::default().labels("alpha.eksctl.io/nodegroup-name=ng-old")).await.expect("list");
+    let ng = nodes
+        .list(&ListParams::default().labels("alpha.eksctl.io/nodegroup-name=ng-old"))
+        .await
+        .expect("list");
     assert_eq!(ng.items.len(), 4);
     for n in &ng.items {
-        let info = n.status.as_ref().and_then(|s| s.node_info.as_ref()).expect("nodeInfo");
-        assert!(info.kubelet_version.starts_with("v1.33."), "{}", info.kubelet_version);
+        let info = n
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .expect("nodeInfo");
+        assert!(
+            info.kubelet_version.starts_with("v1.33."),
+            "{}",
+            info.kubelet_version
+        );
     }
     let node = ng.items[0].metadata.name.clone().expect("name");
     let pods: Api<Pod> = Api::all(c.clone());
-    let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await.expect("list");
+    let on_node = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .expect("list");
     assert!(!on_node.items.is_empty());
-    assert!(on_node.items.iter().all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())));
+    assert!(on_node
+        .items
+        .iter()
+        .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())));
     let all = pods.list(&ListParams::default()).await.expect("list").items.len();
     // Paged lists (kube-rs' watcher pages by 500; here by 3) return everything exactly once.
     let mut seen = Vec::new();
@@ -53,10 +70,22 @@ async fn lists_with_label_and_field_selectors() {
     }
     assert_eq!(seen.len(), all);
     // Unsupported field and malformed label selectors are 400s, as on a real server.
-    let err = api_error(pods.list(&ListParams::default().fields("spec.bogus=1")).await.unwrap_err());
+    let err = api_error(
+        pods.list(&ListParams::default().fields("spec.bogus=1"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 400);
-    assert!(err.message.contains("field label not supported: spec.bogus"), "{}", err.message);
-    let err = api_error(pods.list(&ListParams::default().labels("app in (web")).await.unwrap_err());
+    assert!(
+        err.message.contains("field label not supported: spec.bogus"),
+        "{}",
+        err.message
+    );
+    let err = api_error(
+        pods.list(&ListParams::default().labels("app in (web"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 400);
 }
 
@@ -68,13 +97,20 @@ async fn watcher_sees_scale_up_and_scale_subresource_works() {
     let deploys: Api<Deployment> = Api::namespaced(c.clone(), "shop");
     let stream = watcher(pods.clone(), watcher::Config::default().labels("app=web")).applied_objects();
     let patch = serde_json::json!({"spec": {"replicas": 6}});
-    let scale = deploys.patch_scale("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("scale");
+    let scale = deploys
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("scale");
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(6));
     let ready = tokio::time::timeout(Duration::from_secs(20), async {
         let mut stream = std::pin::pin!(stream);
         let mut ready = std::collections::BTreeSet::new();
         while let Some(p) = stream.try_next().await.expect("watch") {
-            let is_ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let is_ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             let name = p.metadata.name.clone().unwrap_or_default();
             if is_ready && p.metadata.deletion_timestamp.is_none() {
                 ready.insert(name);
@@ -101,12 +137,19 @@ async fn eviction_respects_pdb_and_names_it() {
     let (f, dir) = fleet(1).await;
     let c = client(&dir, "sim-1").await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), "shop");
-    let cache = pods.list(&ListParams::default().labels("app=cache")).await.expect("list").items;
+    let cache = pods
+        .list(&ListParams::default().labels("app=cache"))
+        .await
+        .expect("list")
+        .items;
     let name = cache[0].metadata.name.clone().expect("name");
     let err = api_error(pods.evict(&name, &EvictParams::default()).await.unwrap_err());
     assert_eq!(err.code, 429);
     assert_eq!(err.reason, "TooManyRequests");
-    assert_eq!(err.message, "Cannot evict pod as it would violate the pod's disruption budget.");
+    assert_eq!(
+        err.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
     // The cause names the PDB (kube-rs keeps the message; read the raw Status for causes).
     let raw = c
         .request_text(
@@ -124,12 +167,34 @@ async fn eviction_respects_pdb_and_names_it() {
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), "shop");
     let web_pdb = pdbs.get("web").await.expect("pdb");
     let st = web_pdb.status.expect("status");
-    assert_eq!((st.current_healthy, st.desired_healthy, st.disruptions_allowed, st.expected_pods), (4, 3, 1, 4));
+    assert_eq!(
+        (
+            st.current_healthy,
+            st.desired_healthy,
+            st.disruptions_allowed,
+            st.expected_pods
+        ),
+        (4, 3, 1, 4)
+    );
     // web allows one disruption: the first eviction passes, the next is refused until a
     // replacement is Ready.
-    let web = pods.list(&ListParams::default().labels("app=web")).await.expect("list").items;
-    pods.evict(web[0].metadata.name.as_deref().expect("name"), &EvictParams::default()).await.expect("first eviction allowed");
-    let second = pods.evict(web[1].metadata.name.as_deref().expect("name"), &EvictParams::default()).await;
+    let web = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("list")
+        .items;
+    pods.evict(
+        web[0].metadata.name.as_deref().expect("name"),
+        &EvictParams::default(),
+    )
+    .await
+    .expect("first eviction allowed");
+    let second = pods
+        .evict(
+            web[1].metadata.name.as_deref().expect("name"),
+            &EvictParams::default(),
+        )
+        .await;
     assert_eq!(api_error(second.unwrap_err()).code, 429);
     let stats = f.cluster("sim-1").expect("sim-1").lock().stats().stats().clone();
     assert_eq!(stats.evictions_allowed, 1);
@@ -142,27 +207,52 @@ async fn writes_conflict_on_stale_resource_version_and_patches_apply() {
     let (_f, dir) = fleet(1).await;
     let c = client(&dir, "sim-1").await;
     let nodes: Api<Node> = Api::all(c.clone());
-    let node = nodes.list(&ListParams::default()).await.expect("list").items.remove(0);
+    let node = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .remove(0);
     let name = node.metadata.name.clone().expect("name");
     // Strategic merge patch, as kubectl taint sends: taints replaced as a whole.
-    let patch = serde_json::json!({"spec": {"taints": [{"key": "flotilla.io/migrating", "effect": "NoSchedule"}]}});
-    let patched = nodes.patch(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await.expect("patch");
+    let patch =
+        serde_json::json!({"spec": {"taints": [{"key": "flotilla.io/migrating", "effect": "NoSchedule"}]}});
+    let patched = nodes
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("patch");
     let taints = patched.spec.and_then(|s| s.taints).unwrap_or_default();
     assert!(taints.iter().any(|t| t.key == "flotilla.io/migrating"));
     // A replace carrying the old resourceVersion is refused with 409.
     let mut stale = node.clone();
-    stale.metadata.labels.get_or_insert_with(Default::default).insert("x".into(), "y".into());
-    let err = api_error(nodes.replace(&name, &PostParams::default(), &stale).await.unwrap_err());
+    stale
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("x".into(), "y".into());
+    let err = api_error(
+        nodes
+            .replace(&name, &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 409);
     assert_eq!(err.reason, "Conflict");
-    assert!(err.message.contains("the object has been modified"), "{}", err.message);
+    assert!(
+        err.message.contains("the object has been modified"),
+        "{}",
+        err.message
+    );
     // JSON patch with a failing test op changes nothing.
     let jp: json_patch::Patch = serde_json::from_value(serde_json::json!([
         {"op": "test", "path": "/metadata/name", "value": "other"},
         {"op": "add", "path": "/metadata/labels/z", "value": "1"}
     ]))
     .expect("patch");
-    assert!(nodes.patch(&name, &PatchParams::default(), &Patch::<()>::Json(jp)).await.is_err());
+    assert!(nodes
+        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await
+        .is_err());
     let after = nodes.get(&name).await.expect("get");
     assert!(!after.metadata.labels.unwrap_or_default().contains_key("z"));
     // Missing objects are 404 with the real message.
@@ -173,12 +263,22 @@ async fn writes_conflict_on_stale_resource_version_and_patches_apply() {
 
 #[tokio::test]
 async fn watch_from_compacted_version_is_gone() {
-    let opts = FleetOptions { watch_history: 5, ..Default::default() };
+    let opts = FleetOptions {
+        watch_history: 5,
+        ..Default::default()
+    };
     let (_f, dir) = fleet_with(Scenario::default_scenario(), 1, opts).await;
     let c = client(&dir, "sim-1").await;
     let pods: Api<Pod> = Api::all(c);
-    let mut stream = pods.watch(&WatchParams::default(), "2").await.expect("watch opens").boxed();
-    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("an event") {
+    let mut stream = pods
+        .watch(&WatchParams::default(), "2")
+        .await
+        .expect("watch opens")
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event")
+    {
         Some(Ok(WatchEvent::Error(e))) => {
             assert_eq!(e.code, 410);
             assert_eq!(e.reason, "Expired");
@@ -189,7 +289,10 @@ async fn watch_from_compacted_version_is_gone() {
     // A fresh list+watch (what kube-rs' watcher does after 410) works and gets bookmarks.
     let list = pods.list(&ListParams::default()).await.expect("list");
     let rv = list.metadata.resource_version.expect("rv");
-    let s = pods.watch(&WatchParams::default().timeout(2), &rv).await.expect("watch");
+    let s = pods
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .expect("watch");
     let events: Vec<_> = s.collect().await;
     assert!(events.iter().all(|e| e.is_ok()), "{events:?}");
 }

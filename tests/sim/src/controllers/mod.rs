@@ -89,14 +89,28 @@ pub const MAX_EVENTS: usize = 1000;
 
 /// Records a Kubernetes Event about `obj`, or bumps the count of an identical recent one, as
 /// client-go's event recorder does.
-pub fn record_event(store: &mut Store, now: Timestamp, obj: &Object, type_: &str, reason: &str, message: &str, component: &str) {
+pub fn record_event(
+    store: &mut Store,
+    now: Timestamp,
+    obj: &Object,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let meta = obj.meta();
-    let ns = if obj.namespace().is_empty() { "default".to_string() } else { obj.namespace().to_string() };
+    let ns = if obj.namespace().is_empty() {
+        "default".to_string()
+    } else {
+        obj.namespace().to_string()
+    };
     let same = store
         .list(Kind::Event, Some(&ns))
         .find(|e| match e.obj.as_ref() {
             Object::Event(ev) => {
-                ev.involved_object.uid == meta.uid && ev.reason.as_deref() == Some(reason) && ev.message.as_deref() == Some(message)
+                ev.involved_object.uid == meta.uid
+                    && ev.reason.as_deref() == Some(reason)
+                    && ev.message.as_deref() == Some(message)
             }
             _ => false,
         })
@@ -112,7 +126,11 @@ pub fn record_event(store: &mut Store, now: Timestamp, obj: &Object, type_: &str
     let info = obj.kind().info();
     let name = format!("{}.{:x}", obj.name(), now.as_nanosecond() as u64);
     let mut ev = Object::Event(Event {
-        metadata: ObjectMeta { name: Some(name), namespace: Some(ns), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns),
+            ..Default::default()
+        },
         involved_object: ObjectReference {
             api_version: Some(info.api_version()),
             kind: Some(info.kind_name.to_string()),
@@ -125,7 +143,10 @@ pub fn record_event(store: &mut Store, now: Timestamp, obj: &Object, type_: &str
         reason: Some(reason.to_string()),
         message: Some(message.to_string()),
         type_: Some(type_.to_string()),
-        source: Some(EventSource { component: Some(component.to_string()), host: None }),
+        source: Some(EventSource {
+            component: Some(component.to_string()),
+            host: None,
+        }),
         first_timestamp: Some(api::time(now)),
         last_timestamp: Some(api::time(now)),
         event_time: Some(MicroTime(now)),
@@ -172,6 +193,10 @@ pub fn create(store: &mut Store, now: Timestamp, mut obj: Object) -> Option<crat
     Some(store.insert(obj))
 }
 /// TEMPORARY
-pub fn reconcile_workloads(_store: &mut Store, _ctx: &Ctx) -> Next { Next::default() }
+pub fn reconcile_workloads(_store: &mut Store, _ctx: &Ctx) -> Next {
+    Next::default()
+}
 /// TEMPORARY
-pub fn reconcile_nodes(_store: &mut Store, _ctx: &Ctx) -> Next { Next::default() }
+pub fn reconcile_nodes(_store: &mut Store, _ctx: &Ctx) -> Next {
+    Next::default()
+}

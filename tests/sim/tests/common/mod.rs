@@ -16,9 +16,14 @@ pub async fn fleet(n: usize) -> (Fleet, tempfile::TempDir) {
 /// A fleet from a scenario, settled.
 pub async fn fleet_with(scenario: Scenario, n: usize, opts: FleetOptions) -> (Fleet, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fleet = Fleet::start_scenario(&scenario, n, opts).await.expect("fleet starts");
+    let fleet = Fleet::start_scenario(&scenario, n, opts)
+        .await
+        .expect("fleet starts");
     fleet.write_files(dir.path()).expect("files written");
-    fleet.wait_settled(Duration::from_secs(30)).await.expect("fleet settles");
+    fleet
+        .wait_settled(Duration::from_secs(30))
+        .await
+        .expect("fleet settles");
     (fleet, dir)
 }
 
@@ -26,7 +31,9 @@ pub async fn fleet_with(scenario: Scenario, n: usize, opts: FleetOptions) -> (Fl
 pub async fn client(dir: &tempfile::TempDir, cluster: &str) -> kube::Client {
     let path = dir.path().join(format!("kubeconfig-{cluster}.yaml"));
     let kc = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
     kube::Client::try_from(cfg).expect("client")
 }
 
