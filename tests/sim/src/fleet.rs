@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::aws::Aws;
 use crate::cluster::Cluster;
 use crate::controllers::Behaviour;
 use crate::error::SimError;
@@ -49,6 +50,9 @@ pub struct FleetOptions {
     pub stats_listen: SocketAddr,
     /// Past changes kept per kind and cluster for watches that resume (older ones get 410 Gone).
     pub watch_history: usize,
+    /// Plain-HTTP listener of the simulated EKS and Auto Scaling APIs (fleets started from a
+    /// scenario; port 0: any free port).
+    pub aws_listen: SocketAddr,
 }
 
 impl Default for FleetOptions {
@@ -57,6 +61,7 @@ impl Default for FleetOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             stats_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             watch_history: 1000,
+            aws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -74,6 +79,9 @@ pub struct Fleet {
     pub ca_pem: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    aws: Option<Arc<Aws>>,
+    /// `http://127.0.0.1:PORT` of the simulated EKS and Auto Scaling APIs (fleets started from a scenario).
+    pub aws_url: Option<String>,
 }
 
 impl Fleet {
@@ -127,6 +135,8 @@ impl Fleet {
             ca_pem: certs.ca_pem,
             shutdown,
             tasks,
+            aws: None,
+            aws_url: None,
         })
     }
 
@@ -146,7 +156,46 @@ impl Fleet {
             )));
         }
         let seeds = names.iter().map(|n| seed(scenario, n)).collect();
-        Fleet::start(seeds, opts).await
+        let aws_listen = opts.aws_listen;
+        let mut fleet = Fleet::start(seeds, opts).await?;
+        fleet.start_aws(scenario, &names, aws_listen).await?;
+        Ok(fleet)
+    }
+
+    /// Starts the simulated EKS and Auto Scaling APIs for this fleet's clusters.
+    async fn start_aws(
+        &mut self,
+        scenario: &Scenario,
+        names: &[String],
+        listen: SocketAddr,
+    ) -> Result<(), SimError> {
+        let listener = server::bind_listener(listen).await?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let aws = Aws::new(
+            scenario,
+            names,
+            self.by_name.clone(),
+            &self.server_url,
+            &self.ca_pem,
+            self.shutdown.subscribe(),
+        );
+        self.tasks.push(tokio::spawn(crate::aws::http::serve(
+            listener,
+            aws.clone(),
+            self.shutdown.subscribe(),
+        )));
+        info!(%addr, region = %aws.region, "simulated EKS and Auto Scaling serving");
+        self.aws_url = Some(format!("http://{addr}"));
+        self.aws = Some(aws);
+        Ok(())
+    }
+
+    /// The simulated AWS APIs (fleets started from a scenario).
+    pub fn aws(&self) -> Option<&Arc<Aws>> {
+        self.aws.as_ref()
     }
 
     /// The clusters, in order.
@@ -184,12 +233,22 @@ impl Fleet {
         for c in &self.clusters {
             let path = dir.join(format!("kubeconfig-{}.yaml", c.name));
             std::fs::write(&path, self.kubeconfig(&c.name)).map_err(io(&path))?;
-            entries.push(json!({"name": c.name, "kubeconfig": path.display().to_string(), "server": self.cluster_url(&c.name)}));
+            let mut entry = json!({"name": c.name, "kubeconfig": path.display().to_string(), "server": self.cluster_url(&c.name)});
+            if let (Some(_), Value::Object(e)) = (&self.aws, &mut entry) {
+                e.insert("eks_cluster_name".into(), json!(c.name));
+            }
+            entries.push(entry);
         }
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, &self.ca_pem).map_err(io(&ca))?;
         let endpoints = dir.join("endpoints.json");
-        let doc = json!({"clusters": entries, "stats_url": self.stats_url, "ca": ca.display().to_string()});
+        let mut doc =
+            json!({"clusters": entries, "stats_url": self.stats_url, "ca": ca.display().to_string()});
+        if let (Some(aws), Some(url), Value::Object(d)) = (&self.aws, &self.aws_url, &mut doc) {
+            d.insert("region".into(), json!(aws.region));
+            d.insert("eks_endpoint".into(), json!(url));
+            d.insert("autoscaling_endpoint".into(), json!(url));
+        }
         std::fs::write(&endpoints, serde_json::to_vec_pretty(&doc).unwrap_or_default())
             .map_err(io(&endpoints))?;
         Ok(endpoints)

@@ -1,5 +1,6 @@
 //! flotilla-sim: a simulated EKS fleet on loopback.
 pub mod api;
+pub mod aws;
 pub mod cluster;
 pub mod controllers;
 pub mod defaults;

@@ -32,6 +32,13 @@ enum Command {
         /// Statistics listener (plain HTTP).
         #[arg(long, default_value = "127.0.0.1:0")]
         stats_listen: SocketAddr,
+        /// Simulated EKS and Auto Scaling listener (plain HTTP; SDKs take it as `endpoint_url`).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        aws_listen: SocketAddr,
+        /// Multiplies every delay of the scenario (its `timing.timeScale`, for every cluster);
+        /// 0.1 runs ten times faster.
+        #[arg(long)]
+        time_scale: Option<f64>,
         /// A YAML scenario (default: the built-in one; see tests/sim/scenarios/example.yaml).
         #[arg(long)]
         scenario: Option<PathBuf>,
@@ -69,6 +76,8 @@ async fn run(Args { command }: Args) -> anyhow::Result<()> {
             out,
             listen,
             stats_listen,
+            aws_listen,
+            time_scale,
             scenario,
             watch_history,
             log,
@@ -77,14 +86,18 @@ async fn run(Args { command }: Args) -> anyhow::Result<()> {
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("--log")?)
                 .with_writer(std::io::stderr)
                 .init();
-            for (flag, addr) in [("--listen", listen), ("--stats-listen", stats_listen)] {
+            for (flag, addr) in [
+                ("--listen", listen),
+                ("--stats-listen", stats_listen),
+                ("--aws-listen", aws_listen),
+            ] {
                 anyhow::ensure!(
                     addr.ip().is_loopback(),
                     "{flag} {addr}: the simulator serves on loopback only; use 127.0.0.1:PORT"
                 );
             }
             anyhow::ensure!(clusters >= 1, "--clusters {clusters}: give at least 1");
-            let scenario = match &scenario {
+            let mut scenario = match &scenario {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("--scenario {}", path.display()))?;
@@ -92,6 +105,15 @@ async fn run(Args { command }: Args) -> anyhow::Result<()> {
                 }
                 None => Scenario::default_scenario(),
             };
+            if let Some(scale) = time_scale {
+                scenario.timing.time_scale = scale;
+                for o in scenario.overrides.values_mut() {
+                    if let Some(t) = o.timing.as_mut() {
+                        t.time_scale = scale;
+                    }
+                }
+                scenario.validate().context("--time-scale")?;
+            }
             let fleet = Fleet::start_scenario(
                 &scenario,
                 clusters,
@@ -99,11 +121,12 @@ async fn run(Args { command }: Args) -> anyhow::Result<()> {
                     listen,
                     stats_listen,
                     watch_history,
+                    aws_listen,
                 },
             )
             .await?;
             let endpoints = fleet.write_files(&out)?;
-            tracing::info!(endpoints = %endpoints.display(), server = %fleet.server_url, stats = %fleet.stats_url, "serving");
+            tracing::info!(endpoints = %endpoints.display(), server = %fleet.server_url, stats = %fleet.stats_url, aws = fleet.aws_url.as_deref().unwrap_or(""), "serving");
             #[allow(clippy::print_stdout)]
             {
                 println!("ready");

@@ -30,6 +30,8 @@ macro_rules! at {
 }
 
 pub use build::{admit_pod, build_cluster, build_node, kubelet_version, node_name};
+pub mod eks;
+pub use eks::{EksSpec, EksTiming};
 
 /// Kubernetes minor versions (of 1.x) the simulated control plane serves.
 pub const SUPPORTED_MINORS: RangeInclusive<u32> = 33..=35;
@@ -1101,6 +1103,9 @@ pub struct ScenarioOverride {
     /// Replaces `faults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultSpec>,
+    /// Replaces `eks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eks: Option<EksSpec>,
 }
 
 /// The file as read: every section optional.
@@ -1108,7 +1113,7 @@ pub struct ScenarioOverride {
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
-    expecting = "a scenario mapping (kubernetesVersion, timing, nodeGroups, namespaces, deployments, daemonSets, pods, faults, overrides)"
+    expecting = "a scenario mapping (kubernetesVersion, timing, nodeGroups, namespaces, deployments, daemonSets, pods, faults, eks, overrides)"
 )]
 struct RawScenario {
     #[serde(default)]
@@ -1129,6 +1134,8 @@ struct RawScenario {
     pods: Option<Vec<StandalonePodSpec>>,
     #[serde(default)]
     faults: Option<FaultSpec>,
+    #[serde(default)]
+    eks: Option<EksSpec>,
     #[serde(default, deserialize_with = "unique_map")]
     overrides: BTreeMap<String, ScenarioOverride>,
 }
@@ -1155,6 +1162,9 @@ pub struct Scenario {
     pub pods: Vec<StandalonePodSpec>,
     /// Injected faults.
     pub faults: FaultSpec,
+    /// The simulated EKS / Auto Scaling APIs: delays, faults, insights, add-ons.
+    #[serde(skip_serializing_if = "EksSpec::is_default")]
+    pub eks: EksSpec,
     /// Per cluster name: sections replaced for that cluster.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub overrides: BTreeMap<String, ScenarioOverride>,
@@ -1182,6 +1192,8 @@ pub struct ClusterScenario {
     pub pods: Vec<StandalonePodSpec>,
     /// Injected faults.
     pub faults: FaultSpec,
+    /// The simulated EKS / Auto Scaling APIs.
+    pub eks: EksSpec,
 }
 
 fn one() -> u32 {
@@ -1358,6 +1370,7 @@ impl Scenario {
                 tolerations: Vec::new(),
             }],
             faults: FaultSpec::default(),
+            eks: EksSpec::default(),
             overrides: BTreeMap::new(),
         }
     }
@@ -1409,6 +1422,7 @@ impl Scenario {
             daemon_sets: self.daemon_sets.clone(),
             pods: self.pods.clone(),
             faults: self.faults.clone(),
+            eks: self.eks.clone(),
         }
     }
 
@@ -1465,6 +1479,7 @@ impl Scenario {
             ),
             pods: take(raw.pods, d.pods, Section::Pods, &mut defaulted),
             faults: take(raw.faults, d.faults, Section::Faults, &mut defaulted),
+            eks: take(raw.eks, d.eks, Section::Eks, &mut defaulted),
             overrides: raw.overrides,
         };
         (scenario, defaulted)
@@ -1529,6 +1544,7 @@ impl ScenarioOverride {
             Section::DaemonSets => self.daemon_sets.is_some(),
             Section::Pods => self.pods.is_some(),
             Section::Faults => self.faults.is_some(),
+            Section::Eks => self.eks.is_some(),
             Section::Overrides => false,
         }
     }
@@ -1550,6 +1566,7 @@ impl ClusterScenario {
         set(&mut self.daemon_sets, &o.daemon_sets);
         set(&mut self.pods, &o.pods);
         set(&mut self.faults, &o.faults);
+        set(&mut self.eks, &o.eks);
         self
     }
 
@@ -1773,6 +1790,7 @@ enum Section {
     DaemonSets,
     Pods,
     Faults,
+    Eks,
     Overrides,
 }
 
@@ -1788,6 +1806,7 @@ impl Section {
             Section::DaemonSets => "daemonSets",
             Section::Pods => "pods",
             Section::Faults => "faults",
+            Section::Eks => "eks",
             Section::Overrides => "overrides",
         }
     }
@@ -2162,7 +2181,8 @@ impl ClusterScenario {
         self.check_node_groups()?;
         self.check_namespaces()?;
         self.check_workloads()?;
-        self.check_faults()
+        self.check_faults()?;
+        self.check_eks()
     }
 
     fn check_version(&self) -> Result<(), Issue> {
