@@ -92,6 +92,68 @@ impl Cluster {
         self.changed();
     }
 
+    /// Replaces the injected faults at run time (the `faults` section of a scenario). Every
+    /// Deployment and node group named must exist; on error nothing changes.
+    pub fn set_faults(&self, faults: &crate::scenario::FaultSpec) -> Result<(), String> {
+        use crate::resources::Kind;
+        if !(0.0..=1.0).contains(&faults.api_error_rate) {
+            return Err(format!(
+                "faults.apiErrorRate: {} is outside 0.0..=1.0; give the share of calls to fail, e.g. 0.05",
+                faults.api_error_rate
+            ));
+        }
+        let store = self.lock();
+        for (i, f) in faults.never_ready.iter().enumerate() {
+            if store.get(Kind::Deployment, &f.namespace, &f.deployment).is_none() {
+                return Err(format!(
+                    "faults.neverReady[{i}]: no Deployment {}/{} in cluster {}; name an existing one",
+                    f.namespace, f.deployment, self.name
+                ));
+            }
+        }
+        let mut not_ready = Vec::new();
+        for (i, f) in faults.not_ready_nodes.iter().enumerate() {
+            let mut nodes: Vec<(Option<k8s_openapi::jiff::Timestamp>, String)> = store
+                .list(Kind::Node, None)
+                .filter(|e| {
+                    e.obj.meta().labels.as_ref().is_some_and(|l| {
+                        l.get("alpha.eksctl.io/nodegroup-name") == Some(&f.node_group)
+                            || l.get("eks.amazonaws.com/nodegroup") == Some(&f.node_group)
+                    })
+                })
+                .map(|e| {
+                    (
+                        e.obj.meta().creation_timestamp.as_ref().map(|t| t.0),
+                        e.obj.name().to_string(),
+                    )
+                })
+                .collect();
+            if nodes.len() < f.count as usize {
+                return Err(format!(
+                    "faults.notReadyNodes[{i}]: node group {} has {} node(s) in cluster {}, fewer than count {}",
+                    f.node_group,
+                    nodes.len(),
+                    self.name,
+                    f.count
+                ));
+            }
+            nodes.sort();
+            not_ready.extend(nodes.into_iter().rev().take(f.count as usize).map(|(_, n)| n));
+        }
+        drop(store);
+        let mut b = self.behaviour();
+        b.api_latency = faults.api_latency;
+        b.api_error_rate = faults.api_error_rate;
+        b.never_ready = faults
+            .never_ready
+            .iter()
+            .map(|f| (f.namespace.clone(), f.deployment.clone()))
+            .collect();
+        b.not_ready_nodes = not_ready;
+        self.set_behaviour(b);
+        Ok(())
+    }
+
     /// The Kubernetes minor version served (`"33"` for 1.33).
     pub fn minor(&self) -> String {
         self.minor.read().unwrap_or_else(|p| p.into_inner()).clone()

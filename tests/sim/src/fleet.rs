@@ -359,7 +359,7 @@ async fn serve_stats(listener: TcpListener, clusters: Clusters, mut shutdown: wa
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let clusters = clusters.clone();
-                async move { Ok::<_, Infallible>(stats_route(&clusters, req)) }
+                async move { Ok::<_, Infallible>(stats_route(&clusters, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -371,7 +371,9 @@ async fn serve_stats(listener: TcpListener, clusters: Clusters, mut shutdown: wa
     }
 }
 
-fn stats_route(clusters: &Clusters, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The statistics and fault-control endpoint: `GET /stats`, `POST /stats/reset`,
+/// `PUT /clusters/<name>/faults` (body: a scenario `faults` section, as JSON).
+async fn stats_route(clusters: &Clusters, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, v: Value| {
         let mut r = Response::new(Full::new(Bytes::from(
             serde_json::to_vec_pretty(&v).unwrap_or_default(),
@@ -391,9 +393,44 @@ fn stats_route(clusters: &Clusters, req: Request<Incoming>) -> Response<Full<Byt
             }
             reply(StatusCode::OK, stats_doc(clusters))
         }
+        (&Method::PUT, path) if path.starts_with("/clusters/") && path.ends_with("/faults") => {
+            let name = path
+                .trim_start_matches("/clusters/")
+                .trim_end_matches("/faults")
+                .to_string();
+            let Some(cluster) = clusters.get(&name).cloned() else {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no cluster named {name:?}")}),
+                );
+            };
+            let body = match http_body_util::BodyExt::collect(req.into_body()).await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": format!("reading the body: {e}")}),
+                    )
+                }
+            };
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let faults: scenario::FaultSpec = match serde_path_to_error::deserialize(&mut de) {
+                Ok(f) => f,
+                Err(e) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": format!("faults.{}: {}", e.path(), e.inner())}),
+                    )
+                }
+            };
+            match cluster.set_faults(&faults) {
+                Ok(()) => reply(StatusCode::OK, json!({"cluster": name, "faults": faults})),
+                Err(e) => reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e})),
+            }
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
-            json!({"error": "not found: GET /stats, POST /stats/reset"}),
+            json!({"error": "not found: GET /stats, POST /stats/reset, PUT /clusters/<name>/faults"}),
         ),
     }
 }

@@ -290,3 +290,55 @@ async fn watch_from_compacted_version_is_gone() {
     let events: Vec<_> = s.collect().await;
     assert!(events.iter().all(|e| e.is_ok()), "{events:?}");
 }
+
+#[tokio::test]
+async fn faults_change_at_run_time() {
+    let (f, dir) = fleet(1).await;
+    let c = client(&dir, "sim-1").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "shop");
+    let url = f.stats_url.clone();
+    let put = |body: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || common::stats_http(&url, "PUT", "/clusters/sim-1/faults", body))
+    };
+    // Every call fails with 503 while the error rate is 1.0.
+    let (code, body) = put(r#"{"apiErrorRate": 1.0}"#).await.expect("put");
+    assert_eq!(code, 200, "{body}");
+    let err = api_error(pods.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (503, "ServiceUnavailable"));
+    // Pods of web never become Ready once the fault is on; the rest of the API answers again.
+    let (code, body) = put(r#"{"neverReady": [{"namespace": "shop", "deployment": "web"}]}"#)
+        .await
+        .expect("put");
+    assert_eq!(code, 200, "{body}");
+    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "shop");
+    let patch = serde_json::json!({"spec": {"replicas": 5}});
+    deploys
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("scale");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = deploys.get("web").await.expect("get");
+    let st = d.status.expect("status");
+    assert_eq!(
+        (st.replicas, st.available_replicas),
+        (Some(5), Some(4)),
+        "the fifth pod stays unready"
+    );
+    // Bad input names the field and changes nothing.
+    let (code, body) = put(r#"{"neverReady": [{"namespace": "shop", "deployment": "nope"}]}"#)
+        .await
+        .expect("put");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("faults.neverReady[0]") && body.contains("shop/nope"),
+        "{body}"
+    );
+    let (code, body) = put(r#"{"apiErrorRate": "high"}"#).await.expect("put");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("faults.apiErrorRate"), "{body}");
+    assert_eq!(
+        f.cluster("sim-1").expect("sim-1").behaviour().never_ready.len(),
+        1
+    );
+}

@@ -617,7 +617,8 @@ pub fn reconcile(store: &mut Store, ctx: &Ctx) -> Next {
             .copied()
             .unwrap_or(b.readiness_delay);
         let ready_at = plus(started_at, delay);
-        let containers_ready = running && !never && ctx.now >= ready_at;
+        // The never-ready fault keeps pods from *becoming* Ready; one already Ready stays so.
+        let containers_ready = running && ((!never && ctx.now >= ready_at) || (never && pod_ready(pod)));
         if running && !never && !containers_ready {
             next.at(ready_at);
         }

@@ -78,3 +78,28 @@ pub async fn kubectl_async(dir: &tempfile::TempDir, cluster: &str, args: &[&str]
     .await
     .expect("kubectl task")
 }
+
+/// A plain HTTP/1.1 request to the fleet's statistics endpoint: (status code, body).
+pub fn stats_http(stats_url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = stats_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host:port");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to stats endpoint");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (code, body)
+}
