@@ -20,6 +20,7 @@ use super::replicaset::{
     is_pod_available, is_pod_ready, is_pod_terminal, namespace_active, node_name, non_zero,
     pod_from_template, pod_phase, selector_is_empty, PodDeletion, PodIndex, PodRef,
 };
+use super::scheduler::affinity_matches;
 use super::{update_if_changed, Ctx, Next};
 use crate::object::Object;
 use crate::resources::Kind;
@@ -219,70 +220,6 @@ pub(crate) fn daemon_tolerations(spec: &PodSpec) -> Vec<Toleration> {
     tolerations
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.as_deref().unwrap_or(&[]);
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), [bound]) = (value.and_then(|v| v.parse::<i64>().ok()), values) else {
-                return false;
-            };
-            let Ok(bound) = bound.parse::<i64>() else {
-                return false;
-            };
-            if req.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = term.match_fields.as_deref().unwrap_or(&[]);
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let labels = node.metadata.labels.as_ref();
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
-        && fields.iter().all(|r| {
-            r.key == "metadata.name"
-                && matches!(r.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(r, node.metadata.name.as_deref())
-        })
-}
-
-/// `nodeaffinity.GetRequiredNodeAffinity(pod).Match(node)`: the node selector and the required
-/// node affinity terms (any term) both match.
-pub(crate) fn node_matches(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node.metadata.labels.as_ref();
-    if !spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-    {
-        return false;
-    }
-    match spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
-    {
-        None => true,
-        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, node)),
-    }
-}
-
 /// `NodeShouldRunDaemonPod`: (should run, should continue running).
 pub(crate) fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
     let default = PodSpec::default();
@@ -299,7 +236,7 @@ pub(crate) fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
     {
         return (false, false);
     }
-    if !node_matches(spec, node) {
+    if !affinity_matches(spec, node) {
         return (false, false);
     }
     let tolerations = daemon_tolerations(spec);
@@ -1204,15 +1141,21 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(node_matches(&spec("In", &["a", "b"]), &node(&[("zone", "a")])));
-        assert!(!node_matches(&spec("In", &["a"]), &node(&[("zone", "c")])));
-        assert!(node_matches(&spec("NotIn", &["a"]), &node(&[])));
-        assert!(node_matches(&spec("Gt", &["3"]), &node(&[("zone", "4")])));
-        assert!(!node_matches(&spec("DoesNotExist", &[]), &node(&[("zone", "4")])));
+        assert!(affinity_matches(
+            &spec("In", &["a", "b"]),
+            &node(&[("zone", "a")])
+        ));
+        assert!(!affinity_matches(&spec("In", &["a"]), &node(&[("zone", "c")])));
+        assert!(affinity_matches(&spec("NotIn", &["a"]), &node(&[])));
+        assert!(affinity_matches(&spec("Gt", &["3"]), &node(&[("zone", "4")])));
+        assert!(!affinity_matches(
+            &spec("DoesNotExist", &[]),
+            &node(&[("zone", "4")])
+        ));
         let pinned = PodSpec {
             affinity: Some(pin_to_node(None, "n1")),
             ..Default::default()
         };
-        assert!(node_matches(&pinned, &node(&[])));
+        assert!(affinity_matches(&pinned, &node(&[])));
     }
 }

@@ -18,8 +18,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use super::replicaset::{
-    as_pod, compute_hash, controller_of, controller_ref, emit, emit_once, is_pod_terminal, namespace_active,
-    non_zero, selector_is_empty, template_key, update_spec, PodIndex,
+    adopt, as_pod, compute_hash, controller_of, controller_ref, emit, emit_once, is_pod_terminal,
+    namespace_active, non_zero, release, selector_is_empty, template_key, update_spec, PodIndex,
 };
 use super::{create, update_if_changed, Ctx, Next};
 use crate::api::{self, DeleteOptions};
@@ -216,19 +216,7 @@ fn claim_replica_sets<'a>(
                 if matches {
                     out.push(rs.clone());
                 } else if !deleting {
-                    let mut released = rs.clone();
-                    if let Some(refs) = released.metadata.owner_references.as_mut() {
-                        refs.retain(|r| r.uid != uid);
-                    }
-                    if released
-                        .metadata
-                        .owner_references
-                        .as_ref()
-                        .is_some_and(Vec::is_empty)
-                    {
-                        released.metadata.owner_references = None;
-                    }
-                    update_if_changed(store, Object::ReplicaSet(released));
+                    release(store, Object::ReplicaSet(rs.clone()), uid);
                 }
             }
             Some(_) => {}
@@ -236,14 +224,10 @@ fn claim_replica_sets<'a>(
                 if deleting || !matches || rs.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                let mut adopted = rs.clone();
-                adopted
-                    .metadata
-                    .owner_references
-                    .get_or_insert_with(Vec::new)
-                    .push(controller_ref(Kind::Deployment, &d.metadata));
-                update_if_changed(store, Object::ReplicaSet(adopted.clone()));
-                out.push(adopted);
+                let owner = controller_ref(Kind::Deployment, &d.metadata);
+                if let Object::ReplicaSet(adopted) = adopt(store, Object::ReplicaSet(rs.clone()), owner) {
+                    out.push(adopted);
+                }
             }
         }
     }

@@ -362,6 +362,29 @@ pub(crate) fn namespace_active(store: &Store, ns: &str) -> bool {
         .is_some_and(|n| n.meta().deletion_timestamp.is_none())
 }
 
+/// Releases `obj` from the controller with `uid` (it no longer matches the selector), as the
+/// ControllerRefManager does: the reference goes, and an empty list with it.
+pub(crate) fn release(store: &mut Store, mut obj: Object, uid: &str) {
+    let meta = obj.meta_mut();
+    if let Some(refs) = meta.owner_references.as_mut() {
+        refs.retain(|r| r.uid != uid);
+    }
+    if meta.owner_references.as_ref().is_some_and(Vec::is_empty) {
+        meta.owner_references = None;
+    }
+    update_if_changed(store, obj);
+}
+
+/// Adopts an orphan `obj` under the controller reference `owner`; returns it as stored.
+pub(crate) fn adopt(store: &mut Store, mut obj: Object, owner: OwnerReference) -> Object {
+    obj.meta_mut()
+        .owner_references
+        .get_or_insert_with(Vec::new)
+        .push(owner);
+    update_if_changed(store, obj.clone());
+    obj
+}
+
 /// Records an Event unless the object's namespace refuses new content (a terminating namespace).
 pub(crate) fn emit(
     store: &mut Store,
@@ -590,19 +613,7 @@ pub(crate) fn claim_pods<'a>(
                 if matches {
                     claimed.push(PodRef(obj.clone()));
                 } else if !owner_deleting {
-                    let mut released = pod.clone();
-                    if let Some(refs) = released.metadata.owner_references.as_mut() {
-                        refs.retain(|r| r.uid != uid);
-                    }
-                    if released
-                        .metadata
-                        .owner_references
-                        .as_ref()
-                        .is_some_and(Vec::is_empty)
-                    {
-                        released.metadata.owner_references = None;
-                    }
-                    update_if_changed(store, Object::Pod(released));
+                    release(store, Object::Pod(pod.clone()), uid);
                 }
             }
             Some(_) => {}
@@ -610,14 +621,11 @@ pub(crate) fn claim_pods<'a>(
                 if owner_deleting || !matches || pod.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                let mut adopted = pod.clone();
-                adopted
-                    .metadata
-                    .owner_references
-                    .get_or_insert_with(Vec::new)
-                    .push(controller_ref(kind, owner));
-                update_if_changed(store, Object::Pod(adopted.clone()));
-                claimed.push(PodRef::owned(adopted));
+                if let Object::Pod(adopted) =
+                    adopt(store, Object::Pod(pod.clone()), controller_ref(kind, owner))
+                {
+                    claimed.push(PodRef::owned(adopted));
+                }
             }
         }
     }

@@ -311,8 +311,9 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         })
 }
 
-/// The NodeAffinity filter: nodeSelector and required node affinity.
-fn affinity_matches(spec: &PodSpec, node: &Node) -> bool {
+/// The NodeAffinity filter (`nodeaffinity.GetRequiredNodeAffinity(pod).Match(node)`): the node
+/// selector and any required node affinity term match. The DaemonSet controller asks it too.
+pub(crate) fn affinity_matches(spec: &PodSpec, node: &Node) -> bool {
     if let Some(sel) = &spec.node_selector {
         let labels = node.metadata.labels.as_ref();
         if !sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
