@@ -342,3 +342,125 @@ async fn faults_change_at_run_time() {
         1
     );
 }
+
+#[tokio::test]
+async fn streaming_list_watch_and_bookmarks() {
+    let (_f, dir) = fleet(1).await;
+    let c = client(&dir, "sim-1").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "shop");
+    // sendInitialEvents: every pod as ADDED, then a BOOKMARK marking the end of the initial events.
+    let s = pods
+        .watch(&WatchParams::streaming_lists().timeout(7), "")
+        .await
+        .expect("watch");
+    let events: Vec<_> = s.collect().await;
+    let added = events
+        .iter()
+        .filter(|e| matches!(e, Ok(WatchEvent::Added(_))))
+        .count();
+    let want = pods.list(&ListParams::default()).await.expect("list").items.len();
+    assert_eq!(added, want, "{events:?}");
+    let marks: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(WatchEvent::Bookmark(b)) => {
+                Some(b.metadata.annotations.contains_key("k8s.io/initial-events-end"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        marks.first(),
+        Some(&true),
+        "first bookmark ends the initial events: {marks:?}"
+    );
+    assert!(
+        marks.len() >= 2,
+        "periodic bookmarks follow within the 7 s: {marks:?}"
+    );
+    // kube-rs' watcher in streaming-list mode gets the same objects.
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        watcher(pods.clone(), watcher::Config::default().streaming_lists())
+            .applied_objects()
+            .take(want)
+            .count(),
+    )
+    .await
+    .expect("watcher delivers the initial objects");
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_status_answers() {
+    let (_f, dir) = fleet(1).await;
+    let c = client(&dir, "sim-1").await;
+    let send = |method: &str, path: &str, ct: &str, body: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", ct)
+            .body(body.as_bytes().to_vec())
+            .expect("request");
+        let c = c.clone();
+        async move {
+            match c.request_text(req).await {
+                Err(kube::Error::Api(s)) => (s.code, s.reason.clone(), s.message.clone()),
+                other => panic!("expected a Status error, got {other:?}"),
+            }
+        }
+    };
+    let (code, reason, msg) = send(
+        "POST",
+        "/api/v1/namespaces/shop/pods",
+        "application/json",
+        "{not json",
+    )
+    .await;
+    assert_eq!((code, reason.as_str()), (400, "BadRequest"), "{msg}");
+    let (code, reason, _) = send("GET", "/api/v1/namespaces/shop/widgets", "application/json", "").await;
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+    let (code, reason, _) = send("PUT", "/api/v1/namespaces/shop/pods", "application/json", "{}").await;
+    assert_eq!((code, reason.as_str()), (405, "MethodNotAllowed"));
+    let (code, reason, _) = send(
+        "PATCH",
+        "/api/v1/namespaces/shop/pods/debug-shell",
+        "application/vnd.kubernetes.protobuf",
+        "x",
+    )
+    .await;
+    assert_eq!((code, reason.as_str()), (415, "UnsupportedMediaType"));
+    let (code, reason, msg) = send(
+        "POST",
+        "/apis/apps/v1/namespaces/shop/deployments",
+        "application/json",
+        r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"bad"},"spec":{"replicas":1,"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"y"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#,
+    )
+    .await;
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(
+        msg.contains("spec.template.metadata.labels") && msg.contains("does not match"),
+        "{msg}"
+    );
+    let (code, reason, msg) = send(
+        "POST",
+        "/api/v1/namespaces/nowhere/pods",
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, reason.as_str(), msg.as_str()),
+        (404, "NotFound", "namespaces \"nowhere\" not found")
+    );
+    let (code, reason, _) = send(
+        "GET",
+        "/api/v1/pods?watch=true&resourceVersion=abc",
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    let (code, _, msg) = send("GET", "/api/v1/pods?limit=ten", "application/json", "").await;
+    assert_eq!(code, 400, "{msg}");
+}
