@@ -72,7 +72,7 @@ fn big_scenario(nodes: usize, pods: usize) -> anyhow::Result<Scenario> {
     let ds_pods = 2 * nodes;
     let deployments = pods.saturating_sub(ds_pods) / 100;
     let mut yaml = format!(
-        "kubernetesVersion: \"1.33\"\nnodeGroups:\n  - {{name: ng-old, nodes: {nodes}, capacity: {{pods: 110, cpu: \"16\", memory: 64Gi}}}}\nnamespaces: [bench]\ndaemonSets:\n  - {{name: aws-node, namespace: kube-system}}\n  - {{name: kube-proxy, namespace: kube-system}}\ndeployments:\n"
+        "kubernetesVersion: \"1.33\"\nnodeGroups:\n  - {{name: ng-old, nodes: {nodes}, capacity: {{pods: 110, cpu: \"16\", memory: 64Gi}}}}\nnamespaces: [bench]\npods: []\ndaemonSets:\n  - {{name: aws-node, namespace: kube-system}}\n  - {{name: kube-proxy, namespace: kube-system}}\ndeployments:\n"
     );
     for i in 0..deployments {
         let pdb = if i % 2 == 0 {

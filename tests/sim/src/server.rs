@@ -822,14 +822,38 @@ async fn watch(
                 tokio::select! {
                     c = changes.recv() => match c {
                         Ok(change) => {
-                            last_rv = last_rv.max(change.rv);
+                            if change.rv <= last_rv {
+                                continue; // already sent while catching up
+                            }
+                            last_rv = change.rv;
                             if let Some(line) = change_line(kind, &change, &ns, &lsel, &fsel) {
                                 if tx.send(line).await.is_err() { return; }
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            debug!(missed = n, "watcher fell behind; closing so it resumes from its last version");
-                            return;
+                            // Fell behind the live feed: catch up from the history, as the watch
+                            // cache serves a slow watcher; past the history, 410 as a real server.
+                            debug!(missed = n, "watcher fell behind; catching up from the history");
+                            let (past, rx) = {
+                                let store = cluster.lock();
+                                (store.since(kind, last_rv), store.subscribe())
+                            };
+                            changes = rx;
+                            match past {
+                                Ok(past) => {
+                                    for p in &past {
+                                        last_rv = last_rv.max(p.rv);
+                                        if let Some(line) = past_line(kind, p, &ns, &lsel, &fsel) {
+                                            if tx.send(line).await.is_err() { return; }
+                                        }
+                                    }
+                                }
+                                Err(expired) => {
+                                    let status = ApiError::expired(format!("too old resource version: {last_rv} ({})", expired.oldest)).status();
+                                    let _ = tx.send(event_line("ERROR", &serde_json::to_vec(&status).unwrap_or_default())).await;
+                                    return;
+                                }
+                            }
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     },

@@ -464,3 +464,81 @@ async fn malformed_requests_get_status_answers() {
     let (code, _, msg) = send("GET", "/api/v1/pods?limit=ten", "application/json", "").await;
     assert_eq!(code, 400, "{msg}");
 }
+
+/// Touches every pod `rounds` times in one burst (more changes than the live feed buffers).
+fn burst(f: &flotilla_sim::fleet::Fleet, rounds: usize) -> usize {
+    use flotilla_sim::object::Object;
+    use flotilla_sim::resources::Kind;
+    f.cluster("sim-1").expect("sim-1").write(|s| {
+        let pods: Vec<Object> = s.list(Kind::Pod, None).map(|e| (*e.obj).clone()).collect();
+        for round in 0..rounds {
+            for p in &pods {
+                let mut p = p.clone();
+                p.meta_mut()
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert("burst".into(), round.to_string());
+                s.replace(p);
+            }
+        }
+        pods.len() * rounds
+    })
+}
+
+#[tokio::test]
+async fn slow_watchers_catch_up_from_history_or_get_410() {
+    let opts = FleetOptions {
+        watch_history: 10_000,
+        ..Default::default()
+    };
+    let (f, dir) = fleet_with(Scenario::default_scenario(), 1, opts).await;
+    let pods: Api<Pod> = Api::all(client(&dir, "sim-1").await);
+    let rv = pods
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let s = pods
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .expect("watch");
+    let sent = burst(&f, 100);
+    assert!(
+        sent > 2000,
+        "the burst must exceed the live buffer of 1024: {sent}"
+    );
+    let events: Vec<_> = s.collect().await;
+    let modified = events
+        .iter()
+        .filter(|e| matches!(e, Ok(WatchEvent::Modified(_))))
+        .count();
+    assert_eq!(modified, sent, "every change delivered exactly once");
+
+    let opts = FleetOptions {
+        watch_history: 100,
+        ..Default::default()
+    };
+    let (f, dir) = fleet_with(Scenario::default_scenario(), 1, opts).await;
+    let pods: Api<Pod> = Api::all(client(&dir, "sim-1").await);
+    let rv = pods
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let s = pods
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .expect("watch");
+    burst(&f, 100);
+    let events: Vec<_> = s.collect().await;
+    let gone = events.iter().any(|e| match e {
+        Ok(WatchEvent::Error(s)) => s.code == 410,
+        Err(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    });
+    assert!(gone, "past the history the watcher is told 410 Gone");
+}
