@@ -1,1 +1,21 @@
-//! agent
+//! flotilla-agent: the in-cluster side of Flotilla. It does the local work of a migration from a
+//! self-managed node group to an EKS managed node group — taint, cordon, surge-scale, verify,
+//! drain through the Eviction API, restore — as idempotent, resumable steps.
+//!
+//! # Layout
+//!
+//! - [`cluster`]: the `Cluster` trait (the operations steps need), its kube-rs implementation
+//!   and an in-memory fake.
+//! - [`steps`]: one module per step, `enum Step` to dispatch them, progress and `StepError`.
+//! - [`inventory`], [`events`], [`model`]: what the steps share.
+//! - [`local`], [`args`]: the local runner (`flotilla-agent local migrate`).
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod cluster;
+pub mod error;
+pub mod events;
+pub mod inventory;
+pub mod local;
+pub mod model;
+pub mod steps;
