@@ -44,7 +44,8 @@ pub struct ClusterStats {
     pub evictions_allowed: u64,
     /// Evictions refused (429 from a PodDisruptionBudget, or the other refusals).
     pub evictions_refused: u64,
-    /// Deletions that left a PodDisruptionBudget below its desired healthy count.
+    /// Deletions that left a PodDisruptionBudget below its desired healthy count. Deletions of a
+    /// Deployment's surplus pods (scale-in, rolling update) are not disruptions and do not count.
     pub pdb_violations: u64,
     /// The most recent violations (at most 100).
     pub violations: Vec<Violation>,
@@ -183,6 +184,14 @@ impl StatsTracker {
             .find(|r| r.controller == Some(true) && r.kind == "ReplicaSet")
             .and_then(|r| self.rs_owner.get(&(key.0.clone(), r.name.clone())).cloned());
         let was_healthy = self.pods.get(&key).is_some_and(|s| s.healthy);
+        // A Deployment with more healthy pods than it wants is scaling in (or rolling): its
+        // ReplicaSets remove the surplus, which is the owner's choice, not a disruption.
+        let surplus = deployment.as_ref().is_some_and(|d| {
+            self.stats
+                .deployments
+                .get(&format!("{}/{}", key.0, d))
+                .is_some_and(|d| d.available > i64::from(d.replicas))
+        });
         let labels = p.metadata.labels.clone().unwrap_or_default();
         if gone {
             self.pods.remove(&key);
@@ -204,7 +213,7 @@ impl StatsTracker {
             entry.available += if now_healthy { 1 } else { -1 };
             Self::baseline(entry);
         }
-        if was_healthy && deleting {
+        if was_healthy && deleting && !surplus {
             self.check_budgets(&key, &labels);
         }
     }
@@ -254,5 +263,151 @@ impl StatsTracker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+    use k8s_openapi::api::policy::v1::{
+        PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        LabelSelector as K8sSelector, ObjectMeta, OwnerReference,
+    };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    use crate::object::Object;
+    use crate::resources::Kind;
+    use crate::store::Store;
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            labels: Some([("app".to_string(), "web".to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    fn owner(kind: &str, name: &str) -> Option<Vec<OwnerReference>> {
+        Some(vec![OwnerReference {
+            kind: kind.into(),
+            name: name.into(),
+            controller: Some(true),
+            uid: format!("{name}-uid"),
+            api_version: "apps/v1".into(),
+            ..Default::default()
+        }])
+    }
+
+    fn ready_pod(name: &str) -> Object {
+        let mut m = meta(name);
+        m.owner_references = owner("ReplicaSet", "web-1");
+        Object::Pod(Pod {
+            metadata: m,
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn deployment(replicas: i32) -> Object {
+        Object::Deployment(Deployment {
+            metadata: meta("web"),
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+
+    /// web: 4 ready pods, a PDB wanting 3 healthy.
+    fn cluster() -> Store {
+        let mut s = Store::new(100, tokio::sync::broadcast::channel(16).0);
+        s.insert(deployment(4));
+        let mut rs = meta("web-1");
+        rs.owner_references = owner("Deployment", "web");
+        s.insert(Object::ReplicaSet(ReplicaSet {
+            metadata: rs,
+            ..Default::default()
+        }));
+        for i in 0..4 {
+            s.insert(ready_pod(&format!("web-{i}")));
+        }
+        s.insert(Object::PodDisruptionBudget(PodDisruptionBudget {
+            metadata: meta("web"),
+            spec: Some(PodDisruptionBudgetSpec {
+                min_available: Some(IntOrString::Int(3)),
+                selector: Some(K8sSelector {
+                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(PodDisruptionBudgetStatus {
+                desired_healthy: 3,
+                current_healthy: 4,
+                ..Default::default()
+            }),
+        }));
+        s
+    }
+
+    #[test]
+    fn deletions_below_the_budget_count_and_availability_is_tracked() {
+        let mut s = cluster();
+        let d = &s.stats().stats().deployments["shop/web"];
+        assert_eq!(
+            (d.available, d.available_at_start, d.min_available),
+            (4, Some(4), Some(4))
+        );
+        s.remove(Kind::Pod, "shop", "web-0");
+        assert_eq!(
+            s.stats().stats().pdb_violations,
+            0,
+            "4 -> 3 healthy meets minAvailable 3"
+        );
+        s.remove(Kind::Pod, "shop", "web-1");
+        let st = s.stats().stats().clone();
+        assert_eq!(st.pdb_violations, 1, "3 -> 2 healthy is below minAvailable 3");
+        assert_eq!(
+            (st.violations[0].pod.as_str(), st.violations[0].pdb.as_str()),
+            ("shop/web-1", "shop/web")
+        );
+        assert_eq!(st.deployments["shop/web"].min_available, Some(2));
+    }
+
+    #[test]
+    fn surplus_removed_after_a_scale_in_is_not_a_disruption() {
+        let mut s = cluster();
+        for i in 4..8 {
+            s.insert(ready_pod(&format!("web-{i}")));
+        }
+        s.replace(deployment(1));
+        for i in 0..7 {
+            s.remove(Kind::Pod, "shop", &format!("web-{i}"));
+        }
+        assert_eq!(
+            s.stats().stats().pdb_violations,
+            0,
+            "scaling in to 1 is the owner's choice"
+        );
+        s.replace(deployment(1));
+        s.remove(Kind::Pod, "shop", "web-7");
+        assert_eq!(
+            s.stats().stats().pdb_violations,
+            1,
+            "deleting the last wanted pod is a disruption"
+        );
     }
 }
