@@ -7,35 +7,9 @@ use super::{modify_node, restore_scale, taint, Progress, ProgressSink, StepError
 use crate::cluster::{Cluster, ObjectRef};
 use crate::{events, inventory, model};
 
-/// Parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
-    /// The old node group.
-    pub group: String,
-    /// The taint key the migration used.
-    pub taint_key: String,
-}
-
-impl Params {
-    /// Rolls back `group` with the default taint key.
-    pub fn new(group: &str) -> Params {
-        Params {
-            group: group.into(),
-            taint_key: model::DEFAULT_TAINT_KEY.into(),
-        }
-    }
-
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<(), StepError> {
-        if self.group.trim().is_empty() {
-            return Err(StepError::invalid(
-                "from",
-                "empty; name the old node group, e.g. ng-old",
-            ));
-        }
-        taint::validate_taint_key(&self.taint_key)
-    }
-}
+/// Parameters: the old node group and the taint key the migration used — the same as `Taint`'s,
+/// since a rollback undoes exactly what that step did.
+pub use super::taint::Params;
 
 /// What the step did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
