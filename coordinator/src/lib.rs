@@ -1,1 +1,9 @@
-//! coordinator
+//! The Flotilla coordinator: drives EKS fleet migrations and upgrades, talking gRPC over mTLS to
+//! in-cluster agents and operator CLIs.
+//!
+//! # Layout
+//!
+//! - [`ca`]: the certificate authority (`flotilla-coordinator ca init | issue`), the identities
+//!   certificates carry, and the rustls configurations for mTLS ([`ca::tls`]).
+
+pub mod ca;

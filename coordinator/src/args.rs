@@ -1,0 +1,113 @@
+//! Command-line arguments of `flotilla-coordinator` and what each subcommand does.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flotilla_coordinator::ca::{self, CreateOptions, Identity, Validity, Written};
+
+/// The Flotilla coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-coordinator", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the certificate authority behind mTLS.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create the CA (ca.pem, ca-key.pem) and the coordinator's server certificate
+    /// (coordinator.pem, coordinator-key.pem) in --dir. Never overwrites an existing CA.
+    Init {
+        /// Directory for the CA and certificates (created with mode 0700 if missing).
+        #[arg(long, env = "FLOTILLA_CA_DIR")]
+        dir: PathBuf,
+        /// Extra DNS name or IP address for the server certificate (repeatable); `localhost` and
+        /// `127.0.0.1` are always included.
+        #[arg(long = "san", value_name = "HOST")]
+        sans: Vec<String>,
+        /// Validity of the server certificate, in days.
+        #[arg(long, default_value_t = ca::DEFAULT_LEAF_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// Validity of the CA certificate, in days.
+        #[arg(long, default_value_t = ca::DEFAULT_CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        ca_days: u32,
+    },
+    /// Issue a client certificate for an agent (--agent CLUSTER) or an operator
+    /// (--operator NAME --role viewer|operator), signed by the CA in --dir.
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["agent", "operator"])))]
+    Issue {
+        /// Directory holding the CA; the certificate is written there too.
+        #[arg(long, env = "FLOTILLA_CA_DIR")]
+        dir: PathBuf,
+        /// Issue an agent certificate for this cluster (writes agent-CLUSTER.pem, -key.pem).
+        #[arg(long, value_name = "CLUSTER")]
+        agent: Option<String>,
+        /// Issue an operator certificate for this name (writes operator-NAME.pem, -key.pem).
+        #[arg(long, value_name = "NAME", requires = "role")]
+        operator: Option<String>,
+        /// The operator's role: `viewer` may query, `operator` may also create and steer rollouts.
+        #[arg(long, requires = "operator", value_parser = ["viewer", "operator"])]
+        role: Option<String>,
+        /// Validity of the certificate, in days.
+        #[arg(long, default_value_t = ca::DEFAULT_LEAF_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+}
+
+impl Args {
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        let Self { command } = self;
+        match command {
+            Command::Ca(CaCommand::Init {
+                dir,
+                sans,
+                days,
+                ca_days,
+            }) => {
+                let opts = CreateOptions {
+                    sans,
+                    ca_validity: Validity::days(ca_days),
+                    server_validity: Validity::days(days),
+                };
+                let (ca_files, server_files) = ca::create(&dir, &opts).context("could not create the CA")?;
+                report(&[ca_files, server_files])
+            }
+            Command::Ca(CaCommand::Issue {
+                dir,
+                agent,
+                operator,
+                role,
+                days,
+            }) => {
+                let identity = match (agent, operator) {
+                    (Some(cluster), _) => Identity::agent(&cluster)?,
+                    (None, Some(name)) => Identity::operator(&name, role.as_deref().unwrap_or_default())?,
+                    (None, None) => anyhow::bail!("pass --agent CLUSTER or --operator NAME --role ROLE"),
+                };
+                let files = ca::issue(&dir, &identity, Validity::days(days))
+                    .with_context(|| format!("could not issue a certificate for {}", identity.uri()))?;
+                report(&[files])
+            }
+        }
+    }
+}
+
+/// Lists the files written, one a line.
+fn report(written: &[Written]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for files in written {
+        writeln!(out, "wrote {}", files.cert.display())?;
+        writeln!(out, "wrote {}", files.key.display())?;
+    }
+    Ok(())
+}
