@@ -1,1 +1,26 @@
-//! proto
+//! Flotilla's wire protocol: the `flotilla.fleet.v1` protobuf messages and the tonic servers and
+//! clients generated from `proto/fleet/v1/*.proto`.
+//!
+//! # Layout
+//!
+//! - `AgentGateway` (`agent.proto`): the agent's one bidirectional session with the coordinator —
+//!   Hello, Heartbeat, StepProgress and StepResult up; RunStep, CancelStep and Ack down.
+//! - Steps (`steps.proto`): one parameter message per agent step, their outputs, and the typed
+//!   `StepError` whose codes equal the agent's `StepError::code()`.
+//! - Inventory (`inventory.proto`): versions, node groups, nodes, Deployments, blocking PDBs.
+//! - `Fleet` (`fleet.proto`): clusters, per-cluster operations and staged rollouts.
+//!
+//! Protobuf stays at the edge: only the agent's uplink and the coordinator's `api`/`agents`
+//! modules use these types; they convert to and from domain types there.
+
+/// Generated code for package `flotilla.fleet.v1`.
+pub mod fleet {
+    /// Version 1 of the fleet protocol.
+    pub mod v1 {
+        tonic::include_proto!("flotilla.fleet.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every `flotilla.fleet.v1` file, for gRPC reflection
+/// (`tonic_reflection::server::Builder::register_encoded_file_descriptor_set`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fleet_v1_descriptor.bin"));
