@@ -5,5 +5,8 @@
 //!
 //! - [`ca`]: the certificate authority (`flotilla-coordinator ca init | issue`), the identities
 //!   certificates carry, and the rustls configurations for mTLS ([`ca::tls`]).
+//! - [`store`]: the durable store (trait [`store::Store`], sled implementation): clusters, operations
+//!   with their steps, and per-operation event logs.
 
 pub mod ca;
+pub mod store;

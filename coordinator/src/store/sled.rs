@@ -1,0 +1,330 @@
+//! The sled implementation of [`Store`]: one tree per kind, JSON values, compare-and-swap for
+//! operation updates, and a flush after every accepted write so a SIGKILL loses nothing acknowledged.
+
+use std::path::{Path, PathBuf};
+
+use ::sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use ::sled::{Db, IVec, Tree};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{
+    apply_update, ClusterRecord, EventRecord, NewEvent, OperationRecord, Result, Store, StoreError,
+    DEFAULT_EVENT_RETENTION, SCHEMA_VERSION,
+};
+
+/// Key of the schema version in the `meta` tree (value: the version as decimal ASCII).
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// Options for [`SledStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    /// Events kept per operation (at least 1); the oldest are dropped beyond it.
+    pub event_retention: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            event_retention: DEFAULT_EVENT_RETENTION,
+        }
+    }
+}
+
+/// A [`Store`] in a sled database under a data dir.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    /// The data dir, for error messages.
+    dir: PathBuf,
+    db: Db,
+    /// name -> ClusterRecord
+    clusters: Tree,
+    /// id -> OperationRecord
+    operations: Tree,
+    /// (cluster, id) -> () index for [`Store::list_operations`] by cluster.
+    ops_by_cluster: Tree,
+    /// (operation, seq) -> EventRecord
+    events: Tree,
+    /// operation -> last assigned seq (u64 big-endian); survives retention dropping every old event.
+    event_seq: Tree,
+    event_retention: u64,
+}
+
+// === impl SledStore ===
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, SledOptions::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`. A new store gets [`SCHEMA_VERSION`]; an existing
+    /// one must carry it, else [`StoreError::Schema`].
+    pub fn open_with(dir: &Path, options: SledOptions) -> Result<Self> {
+        let db = ::sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(StoreError::backend)?;
+        let tree = |name: &str| db.open_tree(name).map_err(StoreError::backend);
+        let store = Self {
+            dir: dir.to_owned(),
+            clusters: tree("clusters")?,
+            operations: tree("operations")?,
+            ops_by_cluster: tree("ops_by_cluster")?,
+            events: tree("events")?,
+            event_seq: tree("event_seq")?,
+            event_retention: options.event_retention.max(1),
+            db,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the schema version into an empty store, or checks the one found.
+    fn check_schema(&self) -> Result<()> {
+        let meta = self.db.open_tree("meta").map_err(StoreError::backend)?;
+        let found = match meta.get(SCHEMA_KEY).map_err(StoreError::backend)? {
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(0),
+            None => {
+                let empty = [&self.clusters, &self.operations, &self.events, &self.event_seq]
+                    .iter()
+                    .all(|t| t.is_empty());
+                if !empty {
+                    0
+                } else {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                        .map_err(StoreError::backend)?;
+                    self.durable()?;
+                    SCHEMA_VERSION
+                }
+            }
+        };
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Schema {
+                dir: self.dir.clone(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Flushes to disk; called after every accepted write.
+    fn durable(&self) -> Result<()> {
+        self.db.flush().map_err(StoreError::backend)?;
+        Ok(())
+    }
+}
+
+/// `len(a) ‖ a ‖ b`: a composite key whose first part may hold any bytes, and whose `len(a) ‖ a`
+/// prefix selects exactly the keys of `a`.
+fn composite(a: &str, b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + a.len() + b.len());
+    // Ids are short; a length beyond u32 cannot be stored anyway.
+    k.extend_from_slice(&u32::try_from(a.len()).unwrap_or(u32::MAX).to_be_bytes());
+    k.extend_from_slice(a.as_bytes());
+    k.extend_from_slice(b);
+    k
+}
+
+fn event_key(operation: &str, seq: u64) -> Vec<u8> {
+    composite(operation, &seq.to_be_bytes())
+}
+
+fn encode<T: Serialize>(what: impl Fn() -> String, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Codec { what: what(), source })
+}
+
+fn decode<T: DeserializeOwned>(what: impl Fn() -> String, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec { what: what(), source })
+}
+
+fn decode_seq(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Turns a transaction's outcome into ours.
+fn tx_result<T>(r: std::result::Result<T, TransactionError<StoreError>>) -> Result<T> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::backend(e),
+    })
+}
+
+fn abort<T>(e: StoreError) -> std::result::Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+impl Store for SledStore {
+    fn put_cluster(&self, cluster: &ClusterRecord) -> Result<()> {
+        let v = encode(|| format!("cluster {}", cluster.name), cluster)?;
+        self.clusters
+            .insert(cluster.name.as_bytes(), v)
+            .map_err(StoreError::backend)?;
+        self.durable()
+    }
+
+    fn get_cluster(&self, name: &str) -> Result<Option<ClusterRecord>> {
+        match self.clusters.get(name.as_bytes()).map_err(StoreError::backend)? {
+            Some(v) => Ok(Some(decode(|| format!("cluster {name}"), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_clusters(&self) -> Result<Vec<ClusterRecord>> {
+        self.clusters
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(StoreError::backend)?;
+                decode(|| format!("cluster {}", String::from_utf8_lossy(&k)), &v)
+            })
+            .collect()
+    }
+
+    fn create_operation(&self, op: &OperationRecord) -> Result<OperationRecord> {
+        let mut op = op.clone();
+        op.version = 1;
+        let v = encode(|| format!("operation {}", op.id), &op)?;
+        let idx = composite(&op.cluster, op.id.as_bytes());
+        let r = (&self.operations, &self.ops_by_cluster).transaction(|(ops, by_cluster)| {
+            if ops.get(op.id.as_bytes())?.is_some() {
+                return abort(StoreError::Exists(op.id.clone()));
+            }
+            ops.insert(op.id.as_bytes(), v.as_slice())?;
+            by_cluster.insert(idx.as_slice(), &[])?;
+            Ok(())
+        });
+        tx_result(r)?;
+        self.durable()?;
+        Ok(op)
+    }
+
+    fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>> {
+        match self.operations.get(id.as_bytes()).map_err(StoreError::backend)? {
+            Some(v) => Ok(Some(decode(|| format!("operation {id}"), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_operations(&self, cluster: Option<&str>) -> Result<Vec<OperationRecord>> {
+        let decode_kv = |kv: ::sled::Result<(IVec, IVec)>| {
+            let (k, v) = kv.map_err(StoreError::backend)?;
+            decode(|| format!("operation {}", String::from_utf8_lossy(&k)), &v)
+        };
+        let Some(cluster) = cluster else {
+            return self.operations.iter().map(decode_kv).collect();
+        };
+        let prefix = composite(cluster, &[]);
+        let mut out = Vec::new();
+        for kv in self.ops_by_cluster.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(StoreError::backend)?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            // The index is written with the record, in one transaction; a missing record is skipped.
+            if let Some(op) = self.get_operation(&id)? {
+                out.push(op);
+            }
+        }
+        Ok(out)
+    }
+
+    fn update_operation(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut OperationRecord),
+    ) -> Result<OperationRecord> {
+        let Some(old) = self.operations.get(id.as_bytes()).map_err(StoreError::backend)? else {
+            return Err(StoreError::NotFound(id.to_owned()));
+        };
+        let current: OperationRecord = decode(|| format!("operation {id}"), &old)?;
+        let next = apply_update(&current, expected_version, f)?;
+        let v = encode(|| format!("operation {id}"), &next)?;
+        match self
+            .operations
+            .compare_and_swap(id.as_bytes(), Some(old), Some(v))
+            .map_err(StoreError::backend)?
+        {
+            Ok(()) => {
+                self.durable()?;
+                Ok(next)
+            }
+            Err(cas) => {
+                let found = match cas.current {
+                    Some(bytes) => decode::<OperationRecord>(|| format!("operation {id}"), &bytes)?.version,
+                    None => return Err(StoreError::NotFound(id.to_owned())),
+                };
+                Err(StoreError::Conflict {
+                    id: id.to_owned(),
+                    expected: expected_version,
+                    found,
+                })
+            }
+        }
+    }
+
+    fn append_event(&self, operation: &str, event: NewEvent) -> Result<EventRecord> {
+        let r = (&self.operations, &self.events, &self.event_seq).transaction(|(ops, events, seqs)| {
+            if ops.get(operation.as_bytes())?.is_none() {
+                return abort(StoreError::NotFound(operation.to_owned()));
+            }
+            let seq = seqs
+                .get(operation.as_bytes())?
+                .map(|v| decode_seq(&v))
+                .unwrap_or(0)
+                + 1;
+            let record = EventRecord {
+                seq,
+                at: event.at,
+                step: event.step.clone(),
+                message: event.message.clone(),
+            };
+            let v = match encode(|| format!("event {operation}#{seq}"), &record) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
+            };
+            events.insert(event_key(operation, seq), v)?;
+            seqs.insert(operation.as_bytes(), &seq.to_be_bytes())?;
+            Ok(record)
+        });
+        let record = tx_result(r)?;
+        // Retention: drop everything older than the newest `event_retention`. Outside the transaction
+        // (sled transactions cannot scan); a crash here only leaves a few extra events until the next append.
+        if record.seq > self.event_retention {
+            let first_kept = record.seq - self.event_retention + 1;
+            let stale = self
+                .events
+                .range(event_key(operation, 0)..event_key(operation, first_kept));
+            for kv in stale {
+                let (k, _) = kv.map_err(StoreError::backend)?;
+                self.events.remove(k).map_err(StoreError::backend)?;
+            }
+        }
+        self.durable()?;
+        Ok(record)
+    }
+
+    fn list_events(&self, operation: &str, since: u64) -> Result<Vec<EventRecord>> {
+        let Some(start) = since.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.events
+            .range(event_key(operation, start)..=event_key(operation, u64::MAX))
+            .map(|kv| {
+                let (_, v) = kv.map_err(StoreError::backend)?;
+                decode(|| format!("event of {operation}"), &v)
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.durable()
+    }
+}
