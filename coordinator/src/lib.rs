@@ -5,5 +5,9 @@
 //!
 //! - [`ca`]: the certificate authority (`flotilla-coordinator ca init | issue`), the identities
 //!   certificates carry, and the rustls configurations for mTLS ([`ca::tls`]).
+//! - [`plan`]: the ordered step plans (who runs each step, retry policy, resume rule).
+//! - [`operation`]: the pure state machine that drives one operation through its plan.
 
 pub mod ca;
+pub mod operation;
+pub mod plan;
