@@ -7,6 +7,10 @@
 //!   certificates carry, and the rustls configurations for mTLS ([`ca::tls`]).
 //! - [`store`]: the durable store (trait [`store::Store`], sled implementation): clusters, operations
 //!   with their steps, and per-operation event logs.
+//! - [`plan`]: the ordered step plans (who runs each step, retry policy, resume rule).
+//! - [`operation`]: the pure state machine that drives one operation through its plan.
 
 pub mod ca;
+pub mod operation;
+pub mod plan;
 pub mod store;
