@@ -182,6 +182,26 @@ fn mem_retention() {
     retention(&MemStore::with_retention(5));
 }
 
+/// Opens the store once the previous handle has let go of the directory: sled's background
+/// flusher releases its file lock shortly after the handle is dropped, as after a restart.
+fn reopen(dir: &Path, opts: sled::SledOptions) -> Result<SledStore, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open_with(dir, opts.clone()) {
+            Err(StoreError::Backend(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn default_opts() -> sled::SledOptions {
+    sled::SledOptions {
+        event_retention: DEFAULT_EVENT_RETENTION,
+    }
+}
+
 #[test]
 fn sled_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +213,7 @@ fn sled_retention_and_sequence_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let opts = || sled::SledOptions { event_retention: 5 };
     retention(&SledStore::open_with(dir.path(), opts()).unwrap());
-    let store = SledStore::open_with(dir.path(), opts()).unwrap();
+    let store = reopen(dir.path(), opts()).unwrap();
     assert_eq!(store.append_event("op", event(13)).unwrap().seq, 13);
     let seqs: Vec<u64> = store
         .list_events("op", 0)
@@ -216,7 +236,7 @@ fn sled_round_trip_across_reopen() {
             .unwrap();
         (store.get_cluster("a").unwrap(), op)
     };
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path(), default_opts()).unwrap();
     assert_eq!(store.get_cluster("a").unwrap(), c);
     assert_eq!(store.get_operation("op-1").unwrap(), Some(op));
     assert_eq!(store.list_operations(Some("a")).unwrap().len(), 1);
@@ -249,14 +269,21 @@ fn sled_refuses_other_schema_version() {
     let dir = tempfile::tempdir().unwrap();
     drop(SledStore::open(dir.path()).unwrap());
     {
-        let db = ::sled::open(dir.path()).unwrap();
+        let db = (0..500)
+            .find_map(|_| {
+                ::sled::open(dir.path()).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                })
+            })
+            .expect("the directory lock is released");
         db.open_tree("meta")
             .unwrap()
             .insert("schema_version", "99")
             .unwrap();
         db.flush().unwrap();
     }
-    let err = SledStore::open(dir.path()).unwrap_err();
+    let err = reopen(dir.path(), default_opts()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -284,7 +311,7 @@ fn sled_refuses_unversioned_data() {
         db.flush().unwrap();
     }
     assert!(matches!(
-        SledStore::open(dir.path()),
+        reopen(dir.path(), default_opts()),
         Err(StoreError::Schema { found: 0, .. })
     ));
 }
