@@ -5,12 +5,15 @@
 //!
 //! - [`ca`]: the certificate authority (`flotilla-coordinator ca init | issue`), the identities
 //!   certificates carry, and the rustls configurations for mTLS ([`ca::tls`]).
+//! - [`eks`]: the EKS and Auto Scaling seam (trait [`eks::Eks`], the aws-sdk implementation, a fake)
+//!   and the waits that poll it with backoff.
 //! - [`store`]: the durable store (trait [`store::Store`], sled implementation): clusters, operations
 //!   with their steps, and per-operation event logs.
 //! - [`plan`]: the ordered step plans (who runs each step, retry policy, resume rule).
 //! - [`operation`]: the pure state machine that drives one operation through its plan.
 
 pub mod ca;
+pub mod eks;
 pub mod operation;
 pub mod plan;
 pub mod store;

@@ -1,0 +1,567 @@
+//! The real [`Eks`]: aws-sdk-eks and aws-sdk-autoscaling for one cluster, over a ring rustls HTTP
+//! client, with the standard credential chain (optionally assuming a role through STS) and the
+//! SDK's standard retry mode (throttling and transient errors retried with backoff).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_autoscaling::types::Filter;
+use aws_sdk_eks::config::http::HttpResponse;
+use aws_sdk_eks::config::SharedCredentialsProvider;
+use aws_sdk_eks::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_eks::types as eks_types;
+use aws_smithy_http_client::tls;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AsgInfo, AsgSize, ClusterInfo, Eks, EksError, Nodegroup, NodegroupStatus, NodegroupTemplate, Result,
+    TaintEffect, Update, UpdateStatus,
+};
+
+/// Where and as whom to reach one cluster's EKS control plane (part of a cluster's registration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EksClusterConfig {
+    /// The AWS region, e.g. `us-west-2`.
+    pub region: String,
+    /// The cluster's name in EKS.
+    pub eks_cluster_name: String,
+    /// A role to assume through STS (from the standard chain's credentials) for this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// An EKS endpoint other than the region's (a VPC endpoint, or a simulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eks_endpoint_url: Option<String>,
+    /// An Auto Scaling endpoint other than the region's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling_endpoint_url: Option<String>,
+}
+
+impl EksClusterConfig {
+    /// Checks the fields, naming the bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.region.trim().is_empty() {
+            return Err(EksError::Config("region must not be empty".into()));
+        }
+        if self.eks_cluster_name.trim().is_empty() {
+            return Err(EksError::Config("eksClusterName must not be empty".into()));
+        }
+        if let Some(r) = &self.role_arn {
+            if !r.starts_with("arn:") {
+                return Err(EksError::Config(format!("roleArn {r:?} is not an ARN")));
+            }
+        }
+        for (field, url) in [
+            ("eksEndpointUrl", &self.eks_endpoint_url),
+            ("autoscalingEndpointUrl", &self.autoscaling_endpoint_url),
+        ] {
+            if let Some(u) = url {
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    return Err(EksError::Config(format!("{field} {u:?} is not an http(s) URL")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Knobs for [`AwsEks::connect_with`]; [`Default`] is what production uses.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The SDK retry policy.
+    pub retry: RetryConfig,
+    /// Per-attempt and connect timeouts.
+    pub timeouts: TimeoutConfig,
+    /// Credentials to use instead of the standard chain (tests).
+    pub credentials: Option<SharedCredentialsProvider>,
+    /// The STS session name when assuming `roleArn`.
+    pub session_name: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            retry: default_retry(),
+            timeouts: TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+            credentials: None,
+            session_name: "flotilla-coordinator".into(),
+        }
+    }
+}
+
+/// The SDK's standard retry mode with more attempts than its default three, so a throttled fleet
+/// (200 clusters polling one account's EKS API) rides through `ThrottlingException` bursts.
+pub fn default_retry() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(8)
+        .with_initial_backoff(Duration::from_millis(500))
+        .with_max_backoff(Duration::from_secs(20))
+}
+
+/// The HTTP client every SDK client here uses: hyper + rustls with the ring provider (no aws-lc).
+pub fn http_client() -> aws_sdk_eks::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https()
+}
+
+/// [`Eks`] on aws-sdk-eks and aws-sdk-autoscaling, bound to one cluster.
+#[derive(Debug, Clone)]
+pub struct AwsEks {
+    cluster: String,
+    eks: aws_sdk_eks::Client,
+    asg: aws_sdk_autoscaling::Client,
+}
+
+impl AwsEks {
+    /// Connects with production defaults: the standard credential chain, [`default_retry`].
+    pub async fn connect(cfg: &EksClusterConfig) -> Result<Self> {
+        Self::connect_with(cfg, ConnectOptions::default()).await
+    }
+
+    /// Connects with explicit options. Nothing is sent until the first call.
+    pub async fn connect_with(cfg: &EksClusterConfig, opts: ConnectOptions) -> Result<Self> {
+        cfg.validate()?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client())
+            .region(Region::new(cfg.region.clone()))
+            .retry_config(opts.retry.clone())
+            .timeout_config(opts.timeouts.clone());
+        if let Some(c) = opts.credentials.clone() {
+            loader = loader.credentials_provider(c);
+        }
+        let mut sdk = loader.load().await;
+        if let Some(role) = &cfg.role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+                .session_name(opts.session_name.clone())
+                .region(Region::new(cfg.region.clone()))
+                .configure(&sdk)
+                .build()
+                .await;
+            sdk = sdk
+                .to_builder()
+                .credentials_provider(SharedCredentialsProvider::new(provider))
+                .build();
+        }
+        Ok(Self::from_sdk_config(
+            &cfg.eks_cluster_name,
+            &sdk,
+            cfg.eks_endpoint_url.as_deref(),
+            cfg.autoscaling_endpoint_url.as_deref(),
+        ))
+    }
+
+    /// From an already loaded SDK configuration, with optional per-service endpoints.
+    pub fn from_sdk_config(
+        cluster: &str,
+        sdk: &SdkConfig,
+        eks_endpoint: Option<&str>,
+        autoscaling_endpoint: Option<&str>,
+    ) -> Self {
+        let mut eks = aws_sdk_eks::config::Builder::from(sdk);
+        if let Some(u) = eks_endpoint {
+            eks = eks.endpoint_url(u);
+        }
+        let mut asg = aws_sdk_autoscaling::config::Builder::from(sdk);
+        if let Some(u) = autoscaling_endpoint {
+            asg = asg.endpoint_url(u);
+        }
+        AwsEks {
+            cluster: cluster.to_string(),
+            eks: aws_sdk_eks::Client::from_conf(eks.build()),
+            asg: aws_sdk_autoscaling::Client::from_conf(asg.build()),
+        }
+    }
+
+    fn ng_resource(&self, ng: &str) -> String {
+        format!("nodegroup {}/{ng}", self.cluster)
+    }
+
+    fn cluster_resource(&self) -> String {
+        format!("cluster {}", self.cluster)
+    }
+}
+
+/// Maps an SDK error, keeping the AWS error code and message of service errors.
+fn map_err<E>(operation: &'static str, resource: String, e: SdkError<E, HttpResponse>) -> EksError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match &e {
+        SdkError::ServiceError(ctx) => {
+            let err = ctx.err();
+            EksError::Api {
+                operation,
+                resource,
+                code: err.code().unwrap_or("Unknown").to_string(),
+                message: err.message().unwrap_or_default().to_string(),
+                status: Some(ctx.raw().status().as_u16()),
+            }
+        }
+        SdkError::ConstructionFailure(_) => EksError::Config(format!(
+            "{operation} ({resource}): request could not be built: {}",
+            DisplayErrorContext(&e)
+        )),
+        _ => EksError::Transport {
+            operation,
+            resource,
+            message: DisplayErrorContext(&e).to_string(),
+        },
+    }
+}
+
+fn to_nodegroup(name: &str, ng: &eks_types::Nodegroup) -> Nodegroup {
+    let scaling = ng.scaling_config();
+    Nodegroup {
+        name: ng.nodegroup_name().unwrap_or(name).to_string(),
+        status: ng
+            .status()
+            .map(|s| NodegroupStatus::from_wire(s.as_str()))
+            .unwrap_or_else(|| NodegroupStatus::Other(String::new())),
+        version: ng.version().map(str::to_string),
+        release_version: ng.release_version().map(str::to_string),
+        desired_size: scaling.and_then(|s| s.desired_size()),
+        min_size: scaling.and_then(|s| s.min_size()),
+        max_size: scaling.and_then(|s| s.max_size()),
+        health_issues: ng
+            .health()
+            .map(|h| {
+                h.issues()
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{}: {}",
+                            i.code().map(|c| c.as_str()).unwrap_or("Unknown"),
+                            i.message().unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn to_update(u: &eks_types::Update) -> Update {
+    Update {
+        id: u.id().unwrap_or_default().to_string(),
+        status: u
+            .status()
+            .map(|s| UpdateStatus::from_wire(s.as_str()))
+            .unwrap_or_else(|| UpdateStatus::Other(String::new())),
+        kind: u.r#type().map(|t| t.as_str().to_string()),
+        errors: u
+            .errors()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.error_code().map(|c| c.as_str()).unwrap_or("Unknown"),
+                    e.error_message().unwrap_or_default()
+                )
+            })
+            .collect(),
+    }
+}
+
+fn missing(operation: &'static str, resource: String, what: &str) -> EksError {
+    EksError::Transport {
+        operation,
+        resource,
+        message: format!("response has no {what}"),
+    }
+}
+
+fn to_asg(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> AsgInfo {
+    AsgInfo {
+        name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+        min_size: g.min_size().unwrap_or(0),
+        max_size: g.max_size().unwrap_or(0),
+        desired_capacity: g.desired_capacity().unwrap_or(0),
+        instances: g.instances().len(),
+    }
+}
+
+// === impl Eks ===
+
+impl Eks for AwsEks {
+    fn cluster_name(&self) -> &str {
+        &self.cluster
+    }
+
+    async fn describe_cluster(&self) -> Result<ClusterInfo> {
+        let op = "DescribeCluster";
+        let out = self
+            .eks
+            .describe_cluster()
+            .name(&self.cluster)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.cluster_resource(), e))?;
+        let c = out
+            .cluster()
+            .ok_or_else(|| missing(op, self.cluster_resource(), "cluster"))?;
+        Ok(ClusterInfo {
+            name: c.name().unwrap_or(&self.cluster).to_string(),
+            version: c.version().unwrap_or_default().to_string(),
+            status: c.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        })
+    }
+
+    async fn list_nodegroups(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .eks
+                .list_nodegroups()
+                .cluster_name(&self.cluster)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err("ListNodegroups", self.cluster_resource(), e))?;
+            names.extend(out.nodegroups().iter().cloned());
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    async fn describe_nodegroup(&self, name: &str) -> Result<Nodegroup> {
+        let op = "DescribeNodegroup";
+        let out = self
+            .eks
+            .describe_nodegroup()
+            .cluster_name(&self.cluster)
+            .nodegroup_name(name)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.ng_resource(name), e))?;
+        let ng = out
+            .nodegroup()
+            .ok_or_else(|| missing(op, self.ng_resource(name), "nodegroup"))?;
+        Ok(to_nodegroup(name, ng))
+    }
+
+    async fn create_nodegroup(&self, t: &NodegroupTemplate) -> Result<Nodegroup> {
+        t.validate()?;
+        let op = "CreateNodegroup";
+        let name = &t.nodegroup_name;
+        let res = || self.ng_resource(name);
+        let scaling = eks_types::NodegroupScalingConfig::builder()
+            .min_size(t.scaling_config.min_size)
+            .max_size(t.scaling_config.max_size)
+            .desired_size(t.scaling_config.desired_size)
+            .build();
+        let taints = t
+            .taints
+            .iter()
+            .map(|taint| {
+                eks_types::Taint::builder()
+                    .key(&taint.key)
+                    .set_value(taint.value.clone())
+                    .effect(match taint.effect {
+                        TaintEffect::NoSchedule => eks_types::TaintEffect::NoSchedule,
+                        TaintEffect::NoExecute => eks_types::TaintEffect::NoExecute,
+                        TaintEffect::PreferNoSchedule => eks_types::TaintEffect::PreferNoSchedule,
+                    })
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        let update_config = t.update_config.map(|u| {
+            eks_types::NodegroupUpdateConfig::builder()
+                .set_max_unavailable(u.max_unavailable)
+                .set_max_unavailable_percentage(u.max_unavailable_percentage)
+                .build()
+        });
+        let labels: HashMap<String, String> = t.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let out = self
+            .eks
+            .create_nodegroup()
+            .cluster_name(&self.cluster)
+            .nodegroup_name(name)
+            .set_instance_types(Some(t.instance_types.clone()))
+            .scaling_config(scaling)
+            .set_subnets(Some(t.subnets.clone()))
+            .node_role(&t.node_role)
+            .set_labels((!labels.is_empty()).then_some(labels))
+            .set_taints((!taints.is_empty()).then_some(taints))
+            .set_ami_type(t.ami_type.as_deref().map(eks_types::AmiTypes::from))
+            .set_capacity_type(t.capacity_type.as_deref().map(eks_types::CapacityTypes::from))
+            .set_update_config(update_config)
+            .send()
+            .await
+            .map_err(|e| map_err(op, res(), e))?;
+        let ng = out.nodegroup().ok_or_else(|| missing(op, res(), "nodegroup"))?;
+        Ok(to_nodegroup(name, ng))
+    }
+
+    async fn delete_nodegroup(&self, name: &str) -> Result<()> {
+        self.eks
+            .delete_nodegroup()
+            .cluster_name(&self.cluster)
+            .nodegroup_name(name)
+            .send()
+            .await
+            .map_err(|e| map_err("DeleteNodegroup", self.ng_resource(name), e))?;
+        Ok(())
+    }
+
+    async fn update_cluster_version(&self, version: &str) -> Result<Update> {
+        let op = "UpdateClusterVersion";
+        let out = self
+            .eks
+            .update_cluster_version()
+            .name(&self.cluster)
+            .version(version)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.cluster_resource(), e))?;
+        let u = out
+            .update()
+            .ok_or_else(|| missing(op, self.cluster_resource(), "update"))?;
+        Ok(to_update(u))
+    }
+
+    async fn update_nodegroup_version(
+        &self,
+        nodegroup: &str,
+        version: Option<&str>,
+        force: bool,
+    ) -> Result<Update> {
+        let op = "UpdateNodegroupVersion";
+        let out = self
+            .eks
+            .update_nodegroup_version()
+            .cluster_name(&self.cluster)
+            .nodegroup_name(nodegroup)
+            .set_version(version.map(str::to_string))
+            .force(force)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.ng_resource(nodegroup), e))?;
+        let u = out
+            .update()
+            .ok_or_else(|| missing(op, self.ng_resource(nodegroup), "update"))?;
+        Ok(to_update(u))
+    }
+
+    async fn describe_update(&self, update_id: &str, nodegroup: Option<&str>) -> Result<Update> {
+        let op = "DescribeUpdate";
+        let res = || match nodegroup {
+            Some(ng) => format!("update {update_id} of nodegroup {}/{ng}", self.cluster),
+            None => format!("update {update_id} of cluster {}", self.cluster),
+        };
+        let out = self
+            .eks
+            .describe_update()
+            .name(&self.cluster)
+            .update_id(update_id)
+            .set_nodegroup_name(nodegroup.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| map_err(op, res(), e))?;
+        let u = out.update().ok_or_else(|| missing(op, res(), "update"))?;
+        Ok(to_update(u))
+    }
+
+    async fn find_self_managed_asg(&self, nodegroup: &str) -> Result<Option<AsgInfo>> {
+        let op = "DescribeAutoScalingGroups";
+        let res = || format!("self-managed nodegroup {}/{nodegroup}", self.cluster);
+        let filters = [
+            Filter::builder()
+                .name("tag:alpha.eksctl.io/nodegroup-name")
+                .values(nodegroup)
+                .build(),
+            Filter::builder()
+                .name(format!("tag:kubernetes.io/cluster/{}", self.cluster))
+                .values("owned")
+                .build(),
+        ];
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .asg
+                .describe_auto_scaling_groups()
+                .set_filters(Some(filters.to_vec()))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err(op, res(), e))?;
+            found.extend(out.auto_scaling_groups().iter().map(to_asg));
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        if found.len() > 1 {
+            return Err(EksError::AmbiguousAsg {
+                cluster: self.cluster.clone(),
+                nodegroup: nodegroup.to_string(),
+                count: found.len(),
+                names: found
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(found.pop())
+    }
+
+    async fn scale_asg(&self, asg: &str, size: AsgSize) -> Result<()> {
+        self.asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(asg)
+            .desired_capacity(size.desired)
+            .min_size(size.min)
+            .max_size(size.max)
+            .send()
+            .await
+            .map_err(|e| map_err("UpdateAutoScalingGroup", format!("autoscaling group {asg}"), e))?;
+        Ok(())
+    }
+
+    async fn delete_asg(&self, asg: &str, force: bool) -> Result<()> {
+        self.asg
+            .delete_auto_scaling_group()
+            .auto_scaling_group_name(asg)
+            .force_delete(force)
+            .send()
+            .await
+            .map_err(|e| map_err("DeleteAutoScalingGroup", format!("autoscaling group {asg}"), e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_camel_case_and_rejects_unknown_fields() {
+        let c: EksClusterConfig = serde_json::from_str(
+            r#"{"region":"us-west-2","eksClusterName":"prod-1","roleArn":"arn:aws:iam::1:role/x"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.eks_cluster_name, "prod-1");
+        assert!(c.validate().is_ok());
+        let e = serde_json::from_str::<EksClusterConfig>(
+            r#"{"region":"us-west-2","eksClusterName":"p","rolearn":"x"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rolearn"), "{e}");
+        let bad = EksClusterConfig {
+            eks_endpoint_url: Some("localhost:1".into()),
+            ..c
+        };
+        assert!(matches!(bad.validate(), Err(EksError::Config(m)) if m.contains("eksEndpointUrl")));
+    }
+}

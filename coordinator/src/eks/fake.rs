@@ -1,0 +1,443 @@
+//! An in-memory [`Eks`] for tests: node groups, updates and Auto Scaling groups whose statuses move
+//! on a script, one step per poll, plus injected errors. No time passes inside the fake; callers'
+//! waits use tokio time, which tests pause.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{
+    AsgInfo, AsgSize, ClusterInfo, Eks, EksError, Nodegroup, NodegroupStatus, NodegroupTemplate, Result,
+    Update, UpdateStatus,
+};
+
+/// A fake cluster. Cheap to build; share it by reference.
+#[derive(Debug)]
+pub struct FakeEks {
+    cluster: String,
+    state: Mutex<FakeState>,
+}
+
+/// Everything the fake holds; tests may read and change it through [`FakeEks::with_state`].
+#[derive(Debug, Default)]
+pub struct FakeState {
+    /// The control plane's `major.minor`.
+    pub version: String,
+    /// The control plane's status.
+    pub status: String,
+    /// Managed node groups by name.
+    pub nodegroups: BTreeMap<String, FakeNodegroup>,
+    /// Updates by id.
+    pub updates: BTreeMap<String, FakeUpdate>,
+    /// Auto Scaling groups by name.
+    pub asgs: BTreeMap<String, FakeAsg>,
+    /// Errors the next calls return, one per call, before doing anything.
+    pub errors: VecDeque<EksError>,
+    /// Every call made, as `Operation target`.
+    pub calls: Vec<String>,
+    /// How many polls a new node group stays `CREATING` and a new update `InProgress`.
+    pub polls: usize,
+    next_update: u64,
+}
+
+/// A fake managed node group.
+#[derive(Debug, Clone)]
+pub struct FakeNodegroup {
+    /// What DescribeNodegroup returns.
+    pub nodegroup: Nodegroup,
+    /// Statuses the next DescribeNodegroup calls move through, one per call; the last sticks.
+    pub script: VecDeque<NodegroupStatus>,
+}
+
+/// A fake update.
+#[derive(Debug, Clone)]
+pub struct FakeUpdate {
+    /// What DescribeUpdate returns.
+    pub update: Update,
+    /// Statuses the next DescribeUpdate calls move through, one per call; the last sticks.
+    pub script: VecDeque<UpdateStatus>,
+    /// The node group it belongs to, if any.
+    pub nodegroup: Option<String>,
+    /// The version the cluster takes when a cluster update succeeds.
+    pub target_version: Option<String>,
+}
+
+/// A fake Auto Scaling group.
+#[derive(Debug, Clone)]
+pub struct FakeAsg {
+    /// Its sizes.
+    pub info: AsgInfo,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+fn not_found(operation: &'static str, resource: String, message: String) -> EksError {
+    EksError::Api {
+        operation,
+        resource,
+        code: "ResourceNotFoundException".into(),
+        message,
+        status: Some(404),
+    }
+}
+
+impl FakeEks {
+    /// A fake `ACTIVE` cluster at `version`, with no node groups; new groups and updates take
+    /// two polls to finish.
+    pub fn new(cluster: &str, version: &str) -> Self {
+        FakeEks {
+            cluster: cluster.to_string(),
+            state: Mutex::new(FakeState {
+                version: version.to_string(),
+                status: "ACTIVE".into(),
+                polls: 2,
+                ..FakeState::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the state.
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// Makes the next call fail with `err` (queued behind earlier injected errors).
+    pub fn fail_next(&self, err: EksError) {
+        self.lock().errors.push_back(err);
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// Adds node group `name` whose DescribeNodegroup moves through `script`.
+    pub fn add_nodegroup(&self, name: &str, script: impl IntoIterator<Item = NodegroupStatus>) {
+        let mut script: VecDeque<_> = script.into_iter().collect();
+        let status = script.pop_front().unwrap_or(NodegroupStatus::Active);
+        let version = self.lock().version.clone();
+        self.lock().nodegroups.insert(
+            name.to_string(),
+            FakeNodegroup {
+                nodegroup: Nodegroup {
+                    name: name.to_string(),
+                    status,
+                    version: Some(version),
+                    release_version: None,
+                    desired_size: Some(2),
+                    min_size: Some(1),
+                    max_size: Some(4),
+                    health_issues: Vec::new(),
+                },
+                script,
+            },
+        );
+    }
+
+    /// Adds update `id` whose DescribeUpdate moves through `script`.
+    pub fn add_update(&self, id: &str, script: impl IntoIterator<Item = UpdateStatus>) {
+        let mut script: VecDeque<_> = script.into_iter().collect();
+        let status = script.pop_front().unwrap_or(UpdateStatus::Successful);
+        self.lock().updates.insert(
+            id.to_string(),
+            FakeUpdate {
+                update: Update {
+                    id: id.to_string(),
+                    status,
+                    kind: Some("VersionUpdate".into()),
+                    errors: Vec::new(),
+                },
+                script,
+                nodegroup: None,
+                target_version: None,
+            },
+        );
+    }
+
+    /// Adds the Auto Scaling group of self-managed node group `nodegroup`, tagged as eksctl does.
+    pub fn add_self_managed_asg(&self, asg: &str, nodegroup: &str, size: AsgSize) {
+        let tags = BTreeMap::from([
+            (
+                "alpha.eksctl.io/nodegroup-name".to_string(),
+                nodegroup.to_string(),
+            ),
+            (
+                format!("kubernetes.io/cluster/{}", self.cluster),
+                "owned".to_string(),
+            ),
+        ]);
+        self.lock().asgs.insert(
+            asg.to_string(),
+            FakeAsg {
+                info: AsgInfo {
+                    name: asg.to_string(),
+                    min_size: size.min,
+                    max_size: size.max,
+                    desired_capacity: size.desired,
+                    instances: usize::try_from(size.desired).unwrap_or(0),
+                },
+                tags,
+            },
+        );
+    }
+
+    /// Records the call and returns an injected error, if one is queued.
+    fn enter(&self, call: String) -> Result<MutexGuard<'_, FakeState>> {
+        let mut st = self.lock();
+        st.calls.push(call);
+        match st.errors.pop_front() {
+            Some(e) => Err(e),
+            None => Ok(st),
+        }
+    }
+
+    fn new_update(&self, st: &mut FakeState, nodegroup: Option<String>, target: Option<String>) -> Update {
+        st.next_update += 1;
+        let id = format!("fake-update-{}", st.next_update);
+        let mut script: VecDeque<_> = std::iter::repeat_n(UpdateStatus::InProgress, st.polls).collect();
+        script.push_back(UpdateStatus::Successful);
+        let update = Update {
+            id: id.clone(),
+            status: UpdateStatus::InProgress,
+            kind: Some("VersionUpdate".into()),
+            errors: Vec::new(),
+        };
+        st.updates.insert(
+            id,
+            FakeUpdate {
+                update: update.clone(),
+                script,
+                nodegroup,
+                target_version: target,
+            },
+        );
+        update
+    }
+}
+
+impl Eks for FakeEks {
+    fn cluster_name(&self) -> &str {
+        &self.cluster
+    }
+
+    async fn describe_cluster(&self) -> Result<ClusterInfo> {
+        let st = self.enter("DescribeCluster".into())?;
+        Ok(ClusterInfo {
+            name: self.cluster.clone(),
+            version: st.version.clone(),
+            status: st.status.clone(),
+        })
+    }
+
+    async fn list_nodegroups(&self) -> Result<Vec<String>> {
+        let st = self.enter("ListNodegroups".into())?;
+        Ok(st.nodegroups.keys().cloned().collect())
+    }
+
+    async fn describe_nodegroup(&self, name: &str) -> Result<Nodegroup> {
+        let mut st = self.enter(format!("DescribeNodegroup {name}"))?;
+        let Some(ng) = st.nodegroups.get_mut(name) else {
+            return Err(not_found(
+                "DescribeNodegroup",
+                format!("nodegroup {}/{name}", self.cluster),
+                format!("No node group found for name: {name}."),
+            ));
+        };
+        if let Some(next) = ng.script.pop_front() {
+            ng.nodegroup.status = next;
+        }
+        let out = ng.nodegroup.clone();
+        if out.status == NodegroupStatus::Deleting && ng.script.is_empty() {
+            st.nodegroups.remove(name);
+        }
+        Ok(out)
+    }
+
+    async fn create_nodegroup(&self, template: &NodegroupTemplate) -> Result<Nodegroup> {
+        template.validate()?;
+        let name = template.nodegroup_name.clone();
+        let mut st = self.enter(format!("CreateNodegroup {name}"))?;
+        if st.nodegroups.contains_key(&name) {
+            return Err(EksError::Api {
+                operation: "CreateNodegroup",
+                resource: format!("nodegroup {}/{name}", self.cluster),
+                code: "ResourceInUseException".into(),
+                message: format!(
+                    "NodeGroup already exists with name {name} and cluster name {}",
+                    self.cluster
+                ),
+                status: Some(409),
+            });
+        }
+        let s = template.scaling_config;
+        let ng = Nodegroup {
+            name: name.clone(),
+            status: NodegroupStatus::Creating,
+            version: Some(st.version.clone()),
+            release_version: None,
+            desired_size: Some(s.desired_size),
+            min_size: Some(s.min_size),
+            max_size: Some(s.max_size),
+            health_issues: Vec::new(),
+        };
+        let mut script: VecDeque<_> = std::iter::repeat_n(NodegroupStatus::Creating, st.polls).collect();
+        script.push_back(NodegroupStatus::Active);
+        st.nodegroups.insert(
+            name,
+            FakeNodegroup {
+                nodegroup: ng.clone(),
+                script,
+            },
+        );
+        Ok(ng)
+    }
+
+    async fn delete_nodegroup(&self, name: &str) -> Result<()> {
+        let mut st = self.enter(format!("DeleteNodegroup {name}"))?;
+        let polls = st.polls;
+        let Some(ng) = st.nodegroups.get_mut(name) else {
+            return Err(not_found(
+                "DeleteNodegroup",
+                format!("nodegroup {}/{name}", self.cluster),
+                format!("No node group found for name: {name}."),
+            ));
+        };
+        ng.nodegroup.status = NodegroupStatus::Deleting;
+        ng.script = std::iter::repeat_n(NodegroupStatus::Deleting, polls).collect();
+        Ok(())
+    }
+
+    async fn update_cluster_version(&self, version: &str) -> Result<Update> {
+        let mut st = self.enter(format!("UpdateClusterVersion {version}"))?;
+        st.status = "UPDATING".into();
+        Ok(self.new_update(&mut st, None, Some(version.to_string())))
+    }
+
+    async fn update_nodegroup_version(
+        &self,
+        nodegroup: &str,
+        version: Option<&str>,
+        force: bool,
+    ) -> Result<Update> {
+        let mut st = self.enter(format!(
+            "UpdateNodegroupVersion {nodegroup} {} force={force}",
+            version.unwrap_or("-")
+        ))?;
+        if !st.nodegroups.contains_key(nodegroup) {
+            return Err(not_found(
+                "UpdateNodegroupVersion",
+                format!("nodegroup {}/{nodegroup}", self.cluster),
+                format!("No node group found for name: {nodegroup}."),
+            ));
+        }
+        let target = version.map(str::to_string).unwrap_or_else(|| st.version.clone());
+        Ok(self.new_update(&mut st, Some(nodegroup.to_string()), Some(target)))
+    }
+
+    async fn describe_update(&self, update_id: &str, nodegroup: Option<&str>) -> Result<Update> {
+        let mut st = self.enter(format!("DescribeUpdate {update_id}"))?;
+        let Some(u) = st.updates.get_mut(update_id) else {
+            return Err(not_found(
+                "DescribeUpdate",
+                format!("update {update_id} of cluster {}", self.cluster),
+                format!("No update found for ID: {update_id}."),
+            ));
+        };
+        if let Some(next) = u.script.pop_front() {
+            u.update.status = next;
+        }
+        let out = u.update.clone();
+        let done = out.status == UpdateStatus::Successful && u.script.is_empty();
+        let ng = u.nodegroup.clone();
+        let target = if done { u.target_version.take() } else { None };
+        if let Some(v) = target {
+            match ng.or(nodegroup.map(str::to_string)) {
+                Some(ng) => {
+                    if let Some(g) = st.nodegroups.get_mut(&ng) {
+                        g.nodegroup.version = Some(v);
+                    }
+                }
+                None => {
+                    st.version = v;
+                    st.status = "ACTIVE".into();
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn find_self_managed_asg(&self, nodegroup: &str) -> Result<Option<AsgInfo>> {
+        let st = self.enter(format!("DescribeAutoScalingGroups {nodegroup}"))?;
+        let owner = format!("kubernetes.io/cluster/{}", self.cluster);
+        let found: Vec<&FakeAsg> = st
+            .asgs
+            .values()
+            .filter(|a| {
+                a.tags.get("alpha.eksctl.io/nodegroup-name").map(String::as_str) == Some(nodegroup)
+                    && a.tags.get(&owner).map(String::as_str) == Some("owned")
+            })
+            .collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.info.clone())),
+            many => Err(EksError::AmbiguousAsg {
+                cluster: self.cluster.clone(),
+                nodegroup: nodegroup.to_string(),
+                count: many.len(),
+                names: many
+                    .iter()
+                    .map(|a| a.info.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    async fn scale_asg(&self, asg: &str, size: AsgSize) -> Result<()> {
+        let mut st = self.enter(format!(
+            "UpdateAutoScalingGroup {asg} {}/{}/{}",
+            size.desired, size.min, size.max
+        ))?;
+        let Some(a) = st.asgs.get_mut(asg) else {
+            return Err(EksError::Api {
+                operation: "UpdateAutoScalingGroup",
+                resource: format!("autoscaling group {asg}"),
+                code: "ValidationError".into(),
+                message: format!("AutoScalingGroup name not found - {asg}"),
+                status: Some(400),
+            });
+        };
+        a.info.desired_capacity = size.desired;
+        a.info.min_size = size.min;
+        a.info.max_size = size.max;
+        a.info.instances = usize::try_from(size.desired).unwrap_or(0);
+        Ok(())
+    }
+
+    async fn delete_asg(&self, asg: &str, force: bool) -> Result<()> {
+        let mut st = self.enter(format!("DeleteAutoScalingGroup {asg} force={force}"))?;
+        let Some(a) = st.asgs.get(asg) else {
+            return Err(EksError::Api {
+                operation: "DeleteAutoScalingGroup",
+                resource: format!("autoscaling group {asg}"),
+                code: "ValidationError".into(),
+                message: format!("AutoScalingGroup name not found - {asg}"),
+                status: Some(400),
+            });
+        };
+        if a.info.instances > 0 && !force {
+            return Err(EksError::Api {
+                operation: "DeleteAutoScalingGroup",
+                resource: format!("autoscaling group {asg}"),
+                code: "ResourceInUse".into(),
+                message: "You cannot delete an AutoScalingGroup while there are instances or pending Spot instance request(s) still in the group.".into(),
+                status: Some(400),
+            });
+        }
+        st.asgs.remove(asg);
+        Ok(())
+    }
+}
