@@ -243,13 +243,17 @@ fn kubectl(p: &Prepared) -> Command {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let skip_kubectl = std::env::args().any(|a| a == "--no-kubectl");
+    let quick = std::env::args().any(|a| a == "--quick");
+    let skip_kubectl = quick || std::env::args().any(|a| a == "--no-kubectl");
     let limit = lower_limit();
     let mut rows: Vec<(String, Run)> = Vec::new();
     for (label, concurrency) in [
         ("flotilla (all 50 nodes at once)", 50usize),
         ("flotilla (default, 5 nodes at once)", 5),
     ] {
+        if quick && concurrency != 50 {
+            continue;
+        }
         eprintln!("{label}:");
         let p = prepare().await;
         let run = timed(&p, flotilla(&p, concurrency)).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_agent::cluster::{
-    Cluster, DeploymentPatch, EventNote, Eviction, HpaPatch, KubeCluster, Result as CResult,
+    Cluster, DeploymentPatch, EventNote, Eviction, HpaPatch, KubeCluster, Result as CResult, WatchStream,
 };
 use flotilla_agent::local::{self, MigrateOptions, Outcome};
 use flotilla_agent::model;
@@ -602,6 +602,12 @@ impl Cluster for Killable<'_> {
     }
     async fn pdbs(&self) -> CResult<Vec<PodDisruptionBudget>> {
         self.inner.pdbs().await
+    }
+    fn watch_pods(&self, node: &str) -> WatchStream<Pod> {
+        self.inner.watch_pods(node)
+    }
+    fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {
+        self.inner.watch_pdbs()
     }
     async fn evict(&self, ns: &str, name: &str) -> CResult<Eviction> {
         self.gate().await;

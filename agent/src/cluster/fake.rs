@@ -1,10 +1,12 @@
 //! An in-memory [`Cluster`] for unit tests: nodes, pods, Deployments (with an instant
 //! Deployment controller and scheduler), HPAs and PodDisruptionBudgets that evictions honour.
-//! It can hang every write after the n-th, which is how tests kill a step mid-way.
+//! It can hang every write after the n-th, which is how tests kill a step mid-way. Watches
+//! compare the state after every change with what they last sent.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
@@ -18,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Cluster, ClusterError, DeploymentPatch, EventNote, Eviction, HpaPatch, Result};
+use super::{
+    Cluster, ClusterError, DeploymentPatch, EventNote, Eviction, HpaPatch, Result, WatchStream, Watched,
+};
 use crate::model::{self, GroupKind};
 
 /// Everything the fake cluster holds; tests may read and change it through [`FakeCluster::state`].
@@ -58,25 +62,130 @@ pub struct FakeState {
 }
 
 /// The in-memory fake.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeCluster {
-    state: Mutex<FakeState>,
+    state: Arc<Mutex<FakeState>>,
+    /// Bumped after every change, waking the watches.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for FakeCluster {
+    fn default() -> FakeCluster {
+        FakeCluster::new()
+    }
+}
+
+/// The locked state; watches are woken when a guard that was written through is dropped.
+#[derive(Debug)]
+pub struct StateGuard<'a> {
+    guard: MutexGuard<'a, FakeState>,
+    changes: &'a tokio::sync::watch::Sender<u64>,
+    written: bool,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = FakeState;
+
+    fn deref(&self) -> &FakeState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut FakeState {
+        self.written = true;
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if self.written {
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
 }
 
 impl FakeCluster {
     /// An empty cluster at `v1.33.4`.
     pub fn new() -> FakeCluster {
         FakeCluster {
-            state: Mutex::new(FakeState {
+            state: Arc::new(Mutex::new(FakeState {
                 version: "v1.33.4".into(),
                 ..Default::default()
-            }),
+            })),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    /// Locks the state.
-    pub fn state(&self) -> MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Locks the state (changes made through it reach the watches when the guard is dropped).
+    pub fn state(&self) -> StateGuard<'_> {
+        StateGuard {
+            guard: self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            changes: &self.changes,
+            written: false,
+        }
+    }
+
+    /// A watch over what `read` picks from the state, keyed by `namespace/name`: a list first,
+    /// then, after every change, what differs from what it last sent.
+    fn watch<K>(
+        &self,
+        read: impl Fn(&FakeState) -> BTreeMap<String, K> + Send + Sync + 'static,
+    ) -> WatchStream<K>
+    where
+        K: Clone + PartialEq + Send + Sync + 'static,
+    {
+        struct Feed<K> {
+            state: Arc<Mutex<FakeState>>,
+            changes: tokio::sync::watch::Receiver<u64>,
+            sent: Option<BTreeMap<String, K>>,
+            queue: VecDeque<Watched<K>>,
+        }
+        let read = Arc::new(read);
+        let feed = Feed {
+            state: Arc::clone(&self.state),
+            changes: self.changes.subscribe(),
+            sent: None,
+            queue: VecDeque::new(),
+        };
+        let snapshot = move |state: &Arc<Mutex<FakeState>>| {
+            let st = state.lock().unwrap_or_else(|p| p.into_inner());
+            read(&st)
+        };
+        futures::stream::unfold(feed, move |mut feed| {
+            let snapshot = snapshot.clone();
+            async move {
+                loop {
+                    if let Some(ev) = feed.queue.pop_front() {
+                        return Some((Ok(ev), feed));
+                    }
+                    let Some(sent) = feed.sent.take() else {
+                        let now = snapshot(&feed.state);
+                        feed.queue
+                            .push_back(Watched::Listed(now.values().cloned().collect()));
+                        feed.sent = Some(now);
+                        continue;
+                    };
+                    if feed.changes.changed().await.is_err() {
+                        return None;
+                    }
+                    let now = snapshot(&feed.state);
+                    for (k, old) in &sent {
+                        if !now.contains_key(k) {
+                            feed.queue.push_back(Watched::Deleted(old.clone()));
+                        }
+                    }
+                    for (k, new) in &now {
+                        if sent.get(k) != Some(new) {
+                            feed.queue.push_back(Watched::Applied(new.clone()));
+                        }
+                    }
+                    feed.sent = Some(now);
+                }
+            }
+        })
+        .boxed()
     }
 
     /// Adds a Ready node in a group, with room for `pods` pods and `cpu_millis` of CPU.
@@ -693,6 +802,30 @@ impl Cluster for FakeCluster {
                 p
             })
             .collect())
+    }
+
+    fn watch_pods(&self, node: &str) -> WatchStream<Pod> {
+        let node = node.to_string();
+        self.watch(move |st| {
+            st.pods
+                .iter()
+                .filter(|(_, p)| model::pod_node(p) == Some(node.as_str()))
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect()
+        })
+    }
+
+    fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {
+        self.watch(|st| {
+            st.pdbs
+                .iter()
+                .map(|(k, p)| {
+                    let mut p = p.clone();
+                    p.status = Some(st.pdb_status(&p));
+                    (k.clone(), p)
+                })
+                .collect()
+        })
     }
 
     async fn evict(&self, namespace: &str, name: &str) -> Result<Eviction> {
