@@ -510,7 +510,10 @@ impl Eks for FakeEks {
         if let Some(next) = u.script.pop_front() {
             u.update.status = next;
         }
-        if u.update.status == UpdateStatus::Failed && u.update.error_details.is_empty() {
+        if u.update.status == UpdateStatus::Failed
+            && u.update.error_details.is_empty()
+            && !u.failure.is_empty()
+        {
             u.update.error_details = u.failure.clone();
             u.update.errors = u
                 .failure

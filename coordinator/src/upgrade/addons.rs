@@ -194,7 +194,7 @@ async fn wanted<E: Eks + ?Sized>(
     let Some(default) = v.default_version.clone().or_else(|| v.versions.first().cloned()) else {
         return Ok(None);
     };
-    let compatible = v.versions.iter().any(|x| *x == addon.version);
+    let compatible = v.versions.contains(&addon.version);
     let not_older = matches!(
         compare_addon_versions(&addon.version, &default),
         Some(Ordering::Equal | Ordering::Greater)
