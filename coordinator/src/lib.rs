@@ -11,8 +11,10 @@
 //!   with their steps, and per-operation event logs.
 //! - [`plan`]: the ordered step plans (who runs each step, retry policy, resume rule).
 //! - [`operation`]: the pure state machine that drives one operation through its plan.
+//! - [`cli`]: the `flotilla` operator CLI (a client of the Fleet gRPC API; `src/bin/flotilla.rs`).
 
 pub mod ca;
+pub mod cli;
 pub mod eks;
 pub mod operation;
 pub mod plan;
