@@ -465,11 +465,20 @@ pub fn cluster_detail(c: &pb::Cluster, now: Timestamp) -> String {
     let v = ClusterView::from(c);
     let mut out = String::new();
     let last_seen = match c.last_seen.as_ref() {
-        Some(_) => format!("{} ago ({})", age(c.last_seen.as_ref(), now), v.last_seen.clone().unwrap_or_default()),
+        Some(_) => format!(
+            "{} ago ({})",
+            age(c.last_seen.as_ref(), now),
+            v.last_seen.clone().unwrap_or_default()
+        ),
         None => "never".to_owned(),
     };
     let _ = writeln!(out, "Name:           {}", v.id);
-    let _ = writeln!(out, "EKS cluster:    {} ({})", or_dash(&v.eks_name), or_dash(&v.region));
+    let _ = writeln!(
+        out,
+        "EKS cluster:    {} ({})",
+        or_dash(&v.eks_name),
+        or_dash(&v.region)
+    );
     let _ = writeln!(out, "Version:        {}", or_dash(&v.version));
     let _ = writeln!(
         out,
@@ -660,11 +669,15 @@ impl From<&pb::MigrationParams> for MigrationView {
                 pb::migration_params::Surge::SurgePercent(p) => format!("{p}%"),
                 pb::migration_params::Surge::SurgeCount(n) => n.to_string(),
             }),
-            on_blocked: m.on_blocked.as_ref().and_then(|o| o.policy.as_ref()).map(|p| match p {
-                Policy::Fail(_) => "fail".to_owned(),
-                Policy::SkipNode(_) => "skip-node".to_owned(),
-                Policy::ForceAfter(d) => format!("force-after={}", duration_text(d)),
-            }),
+            on_blocked: m
+                .on_blocked
+                .as_ref()
+                .and_then(|o| o.policy.as_ref())
+                .map(|p| match p {
+                    Policy::Fail(_) => "fail".to_owned(),
+                    Policy::SkipNode(_) => "skip-node".to_owned(),
+                    Policy::ForceAfter(d) => format!("force-after={}", duration_text(d)),
+                }),
             taint_key: m.taint_key.clone(),
             drain_concurrency: m.drain_concurrency,
             node_timeout_seconds: seconds(m.node_timeout.as_ref()),
@@ -1030,7 +1043,9 @@ pub fn operations_table(ops: &[pb::Operation], now: Timestamp) -> String {
     if ops.is_empty() {
         return "No operations.\n".to_owned();
     }
-    let mut t = Table::new(&["ID", "CLUSTER", "KIND", "STATE", "STEP", "AGE", "DURATION", "ROLLOUT"]);
+    let mut t = Table::new(&[
+        "ID", "CLUSTER", "KIND", "STATE", "STEP", "AGE", "DURATION", "ROLLOUT",
+    ]);
     for o in ops {
         t.row(vec![
             o.id.clone(),
@@ -1067,7 +1082,11 @@ pub fn operation_detail(o: &pb::Operation, now: Timestamp) -> String {
         let _ = writeln!(
             out,
             "{}    {}",
-            if v.finished_at.is_some() { "Took:   " } else { "Running:" },
+            if v.finished_at.is_some() {
+                "Took:   "
+            } else {
+                "Running:"
+            },
             human_duration(secs)
         );
     }
@@ -1086,7 +1105,11 @@ pub fn operation_detail(o: &pb::Operation, now: Timestamp) -> String {
             t.row(vec![
                 name,
                 s.state.to_owned(),
-                if s.attempt == 0 { "-".to_owned() } else { s.attempt.to_string() },
+                if s.attempt == 0 {
+                    "-".to_owned()
+                } else {
+                    s.attempt.to_string()
+                },
                 s.seconds.map_or("-".to_owned(), human_duration),
                 or_dash(&s.note()),
             ]);
@@ -1301,8 +1324,16 @@ pub fn rollouts_table(rollouts: &[pb::Rollout], now: Timestamp) -> String {
         let stage = r
             .stages
             .iter()
-            .find(|s| !rollout_ended(s.state) && s.state != pb::RolloutState::Pending as i32 && s.state != pb::RolloutState::Skipped as i32)
-            .or_else(|| r.stages.iter().find(|s| s.state == pb::RolloutState::Pending as i32));
+            .find(|s| {
+                !rollout_ended(s.state)
+                    && s.state != pb::RolloutState::Pending as i32
+                    && s.state != pb::RolloutState::Skipped as i32
+            })
+            .or_else(|| {
+                r.stages
+                    .iter()
+                    .find(|s| s.state == pb::RolloutState::Pending as i32)
+            });
         t.row(vec![
             r.id.clone(),
             r.name.clone(),
@@ -1364,7 +1395,11 @@ pub fn rollout_detail(r: &pb::Rollout, now: Timestamp) -> String {
             or_dash(&s.selector),
             s.state.to_owned(),
             format!("{done}/{total}"),
-            if s.max_parallel == 0 { "1".to_owned() } else { s.max_parallel.to_string() },
+            if s.max_parallel == 0 {
+                "1".to_owned()
+            } else {
+                s.max_parallel.to_string()
+            },
             format!(
                 "{}/{}",
                 s.failures,
@@ -1407,12 +1442,12 @@ pub fn rollout_detail(r: &pb::Rollout, now: Timestamp) -> String {
                 or_dash(&detail),
             ]);
             let running = c.state == "Running";
-            for b in c
-                .error
-                .iter()
-                .flat_map(|e| e.blockers.iter())
-                .chain(c.progress.iter().filter(|_| running).flat_map(|p| p.blockers.iter()))
-            {
+            for b in c.error.iter().flat_map(|e| e.blockers.iter()).chain(
+                c.progress
+                    .iter()
+                    .filter(|_| running)
+                    .flat_map(|p| p.blockers.iter()),
+            ) {
                 blockers.push(format!("{}: {}", c.cluster_id, blocker_line(b)));
             }
         }

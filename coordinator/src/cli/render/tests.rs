@@ -8,7 +8,10 @@ use jiff::Timestamp;
 use super::*;
 
 fn ts(secs: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: secs, nanos: 0 })
+    Some(prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
 }
 
 const NOW: i64 = 1_750_000_000;
@@ -70,7 +73,10 @@ fn blocker() -> pb::Blocker {
         node: "ip-10-0-1-1".into(),
         pdbs: vec!["shop/web".into()],
         reason: "blocked by PodDisruptionBudget".into(),
-        blocked_for: Some(prost_types::Duration { seconds: 125, nanos: 0 }),
+        blocked_for: Some(prost_types::Duration {
+            seconds: 125,
+            nanos: 0,
+        }),
     }
 }
 
@@ -160,8 +166,20 @@ fn clusters_table_shows_inventory() {
     let out = clusters_table(&[cluster()], now());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].starts_with("NAME") && lines[0].contains("NODE GROUPS"), "{out}");
-    for want in ["prod-eu-1", "eu-west-1", "v1.33.4-eks-1234567", "connected", "12s ago", "ng-old(self,3) ng-new(managed,2)", "op-1", "env=prod,team=payments"] {
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("NODE GROUPS"),
+        "{out}"
+    );
+    for want in [
+        "prod-eu-1",
+        "eu-west-1",
+        "v1.33.4-eks-1234567",
+        "connected",
+        "12s ago",
+        "ng-old(self,3) ng-new(managed,2)",
+        "op-1",
+        "env=prod,team=payments",
+    ] {
         assert!(lines[1].contains(want), "missing {want}: {out}");
     }
     // Columns line up: every header starts where its cell starts.
@@ -177,8 +195,14 @@ fn cluster_detail_lists_groups_and_blocking_pdbs() {
     assert!(out.contains("Agent:          connected, version 0.1.0"), "{out}");
     assert!(out.contains("Last seen:      12s ago (2025-"), "{out}");
     assert!(out.contains("Operation:      op-1"), "{out}");
-    let ng = out.lines().find(|l| l.trim_start().starts_with("ng-new")).unwrap();
-    assert!(ng.contains("managed") && ng.contains(" 2 ") && ng.contains(" 1 "), "{ng}");
+    let ng = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("ng-new"))
+        .unwrap();
+    assert!(
+        ng.contains("managed") && ng.contains(" 2 ") && ng.contains(" 1 "),
+        "{ng}"
+    );
     assert!(out.contains("shop/web"), "{out}");
 }
 
@@ -202,13 +226,22 @@ fn cluster_json_and_yaml_are_camel_case() {
 #[test]
 fn operation_detail_shows_steps_progress_and_blockers() {
     let out = operation_detail(&operation(), now());
-    assert!(out.contains("Work:        migrate ng-old -> ng-new (managed)"), "{out}");
+    assert!(
+        out.contains("Work:        migrate ng-old -> ng-new (managed)"),
+        "{out}"
+    );
     assert!(out.contains("State:       Running"), "{out}");
     assert!(out.contains("Running:    5m00s"), "{out}");
     let taint = out.lines().find(|l| l.starts_with("Taint")).unwrap();
-    assert!(taint.contains("Succeeded") && taint.contains("10s") && taint.contains("tainted 3 nodes (1 changed)"), "{taint}");
+    assert!(
+        taint.contains("Succeeded") && taint.contains("10s") && taint.contains("tainted 3 nodes (1 changed)"),
+        "{taint}"
+    );
     let drain = out.lines().find(|l| l.starts_with("Drain")).unwrap();
-    assert!(drain.contains("Running") && drain.contains("3m20s") && drain.contains("12/40 pods evicted"), "{drain}");
+    assert!(
+        drain.contains("Running") && drain.contains("3m20s") && drain.contains("12/40 pods evicted"),
+        "{drain}"
+    );
     assert!(
         out.contains("pod web-7d9f-abcde in namespace shop on ip-10-0-1-1: blocked by PodDisruptionBudget (PDB shop/web) for 2m05s"),
         "{out}"
@@ -223,11 +256,17 @@ fn operation_json_names_states_and_kinds() {
     assert_eq!(json["state"], "Running");
     assert_eq!(json["work"]["migration"]["fromNodegroup"], "ng-old");
     assert_eq!(json["work"]["migration"]["surge"], "100%");
-    assert_eq!(json["work"]["migration"]["nodegroupTemplate"]["nodegroupName"], "ng-new");
+    assert_eq!(
+        json["work"]["migration"]["nodegroupTemplate"]["nodegroupName"],
+        "ng-new"
+    );
     assert_eq!(json["steps"][1]["kind"], "Drain");
     assert_eq!(json["steps"][1]["progress"]["done"], 12);
     assert_eq!(json["steps"][1]["progress"]["blockers"][0]["namespace"], "shop");
-    assert_eq!(json["steps"][1]["progress"]["blockers"][0]["pod"], "web-7d9f-abcde");
+    assert_eq!(
+        json["steps"][1]["progress"]["blockers"][0]["pod"],
+        "web-7d9f-abcde"
+    );
     assert_eq!(json["steps"][0]["seconds"], 10.0);
     assert!(json.get("failure").is_none());
 }
@@ -236,7 +275,15 @@ fn operation_json_names_states_and_kinds() {
 fn operations_table_shows_current_step() {
     let out = operations_table(&[operation()], now());
     let row = out.lines().nth(1).unwrap();
-    for want in ["op-1", "prod-eu-1", "migration", "Running", "Drain", "5m10s", "5m00s"] {
+    for want in [
+        "op-1",
+        "prod-eu-1",
+        "migration",
+        "Running",
+        "Drain",
+        "5m10s",
+        "5m00s",
+    ] {
         assert!(row.contains(want), "missing {want}: {out}");
     }
 }
@@ -268,7 +315,10 @@ fn rollout() -> pb::Rollout {
                     name: "dev".into(),
                     selector: "env=dev".into(),
                     max_parallel: 2,
-                    soak: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+                    soak: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
                     max_failures: 2,
                     require_approval: false,
                 }),
@@ -319,10 +369,21 @@ fn rollout_detail_shows_stages_clusters_and_failures() {
         assert!(dev.contains(want), "missing {want}: {dev}");
     }
     let prod = out.lines().find(|l| l.starts_with("1 ")).unwrap();
-    assert!(prod.contains("WaitingForApproval") && prod.contains("required") && prod.contains("0/1"), "{prod}");
+    assert!(
+        prod.contains("WaitingForApproval") && prod.contains("required") && prod.contains("0/1"),
+        "{prod}"
+    );
     let failed = out.lines().find(|l| l.contains("dev-2")).unwrap();
-    assert!(failed.contains("Failed") && failed.contains("Drain") && failed.contains("DRAIN_BLOCKED: node ip-1 not empty"), "{failed}");
-    assert!(out.contains("dev-2: pod web-7d9f-abcde in namespace shop"), "{out}");
+    assert!(
+        failed.contains("Failed")
+            && failed.contains("Drain")
+            && failed.contains("DRAIN_BLOCKED: node ip-1 not empty"),
+        "{failed}"
+    );
+    assert!(
+        out.contains("dev-2: pod web-7d9f-abcde in namespace shop"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -336,7 +397,15 @@ fn rollout_json_and_list() {
     assert_eq!(json["stages"][0]["clusters"][1]["error"]["code"], "DRAIN_BLOCKED");
     let out = rollouts_table(&[rollout()], now());
     let row = out.lines().nth(1).unwrap();
-    for want in ["ro-1", "migrate-fleet", "migration", "WaitingForApproval", "2/2 prod", "2/3 done", "1h00m"] {
+    for want in [
+        "ro-1",
+        "migrate-fleet",
+        "migration",
+        "WaitingForApproval",
+        "2/2 prod",
+        "2/3 done",
+        "1h00m",
+    ] {
         assert!(row.contains(want), "missing {want}: {out}");
     }
 }
