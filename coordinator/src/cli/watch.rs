@@ -33,21 +33,18 @@ const MAX_BLOCKER_LINES: usize = 8;
 pub struct OperationTracker {
     /// The operation as last known.
     pub operation: Option<pb::Operation>,
-    /// The sequence of the last event applied.
-    pub sequence: Option<u64>,
+    /// The number of the last event-log line seen (a reconnecting watch asks for those after it).
+    pub last_log: u64,
 }
 
 impl OperationTracker {
-    /// Applies one event. Returns false when an event was missed (a gap in `sequence`), so the
-    /// caller should fetch the whole operation again.
+    /// Applies one event. Returns false for a log line already seen (after a reconnect), which
+    /// is not shown again.
     pub fn apply(&mut self, event: &pb::OperationEvent) -> bool {
         use pb::operation_event::Event;
-        let in_order = match (self.sequence, &event.event) {
-            (_, Some(Event::Snapshot(_))) | (None, _) => true,
-            (Some(last), _) => event.sequence <= last + 1,
-        };
-        self.sequence = Some(event.sequence);
         match &event.event {
+            Some(Event::Log(_)) if event.sequence <= self.last_log => return false,
+            Some(Event::Log(_)) => self.last_log = event.sequence,
             Some(Event::Snapshot(op)) => self.operation = Some(op.clone()),
             Some(Event::Step(step)) => {
                 if let Some(op) = &mut self.operation {
@@ -78,7 +75,7 @@ impl OperationTracker {
             }
             None => {}
         }
-        in_order
+        true
     }
 
     /// Whether the operation has ended.
@@ -174,7 +171,7 @@ fn clock(at: Option<&prost_types::Timestamp>) -> String {
 
 /// One JSON/YAML object per watch event.
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "type")]
 enum OperationLine {
     /// The whole operation.
     Snapshot {
@@ -205,12 +202,21 @@ enum OperationLine {
         at: Option<String>,
         state: &'static str,
     },
+    /// A line of the operation's event log.
+    Log {
+        operation_id: String,
+        sequence: u64,
+        at: Option<String>,
+        step_id: String,
+        step: &'static str,
+        message: String,
+    },
     /// The end of the watch: the final operation.
     Summary { operation: OperationView },
 }
 
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "type")]
 enum RolloutLine {
     Snapshot {
         sequence: u64,
@@ -334,8 +340,28 @@ fn operation_event_lines(event: &pb::OperationEvent, op: &pb::Operation, now: Ti
             op.id,
             render::operation_state(*s)
         )],
+        Some(Event::Log(line)) => vec![format!("{t} {}", log_text(line, op))],
         None => Vec::new(),
     }
+}
+
+/// A log line, with the step it concerns: `[Drain] attempt 2 started`.
+fn log_text(line: &pb::LogLine, op: &pb::Operation) -> String {
+    match step_of(op, &line.step_id) {
+        "" => line.message.clone(),
+        kind => format!("[{kind}] {}", line.message),
+    }
+}
+
+/// The kind of the step `step_id` names, or "".
+fn step_of(op: &pb::Operation, step_id: &str) -> &'static str {
+    if step_id.is_empty() {
+        return "";
+    }
+    op.steps
+        .iter()
+        .find(|s| s.step_id == step_id)
+        .map_or("", |s| render::step_kind(s.kind))
 }
 
 fn operation_event_object(
@@ -376,6 +402,14 @@ fn operation_event_object(
             sequence,
             at,
             state: render::operation_state(*s),
+        },
+        Event::Log(line) => OperationLine::Log {
+            operation_id,
+            sequence,
+            at,
+            step_id: line.step_id.clone(),
+            step: step_of(op, &line.step_id),
+            message: line.message.clone(),
         },
     })
 }
@@ -480,6 +514,10 @@ impl LiveOperation {
         self.blockers.set_message(text.join("\n"));
     }
 
+    fn log(&self, line: &str) {
+        let _ = self.multi.println(format!("  {line}"));
+    }
+
     fn finish(self) {
         self.header.finish();
         for (_, bar) in &self.steps {
@@ -523,6 +561,7 @@ pub async fn watch_operation(
     'watch: loop {
         let request = pb::WatchOperationRequest {
             operation_id: id.to_owned(),
+            since_sequence: tracker.last_log,
         };
         let mut stream = match client.fleet.watch_operation(request).await {
             Ok(r) => r.into_inner(),
@@ -555,25 +594,17 @@ pub async fn watch_operation(
                 attempts = 0;
             }
             if !tracker.apply(&event) {
-                tracing::debug!(
-                    operation = id,
-                    sequence = event.sequence,
-                    "gap in the event sequence; refetching"
-                );
-                let op = client
-                    .fleet
-                    .get_operation(pb::GetOperationRequest {
-                        operation_id: id.to_owned(),
-                    })
-                    .await
-                    .map_err(|s| client.status(s))?
-                    .into_inner();
-                tracker.operation = Some(op);
+                continue;
             }
             let now = Timestamp::now();
             if let Some(op) = &tracker.operation {
                 match &mut display {
-                    Display::Live(live) => live.update(op, now),
+                    Display::Live(live) => {
+                        if let Some(pb::operation_event::Event::Log(line)) = &event.event {
+                            live.log(&format!("{} {}", clock(event.at.as_ref()), log_text(line, op)));
+                        }
+                        live.update(op, now)
+                    }
                     Display::Lines => {
                         for line in operation_event_lines(&event, op, now) {
                             writeln!(io.out, "{line}")?;
