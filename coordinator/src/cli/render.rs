@@ -1079,16 +1079,12 @@ pub fn operation_detail(o: &pb::Operation, now: Timestamp) -> String {
         or_dash(&v.created_by)
     );
     if let Some(secs) = v.seconds {
-        let _ = writeln!(
-            out,
-            "{}    {}",
-            if v.finished_at.is_some() {
-                "Took:   "
-            } else {
-                "Running:"
-            },
-            human_duration(secs)
-        );
+        let label = if v.finished_at.is_some() {
+            "Took:"
+        } else {
+            "Running:"
+        };
+        let _ = writeln!(out, "{label:<13}{}", human_duration(secs));
     }
     if !v.failure.is_empty() {
         let _ = writeln!(out, "Failure:     {}", v.failure);

@@ -231,7 +231,7 @@ fn operation_detail_shows_steps_progress_and_blockers() {
         "{out}"
     );
     assert!(out.contains("State:       Running"), "{out}");
-    assert!(out.contains("Running:    5m00s"), "{out}");
+    assert!(out.contains("Running:     5m00s"), "{out}");
     let taint = out.lines().find(|l| l.starts_with("Taint")).unwrap();
     assert!(
         taint.contains("Succeeded") && taint.contains("10s") && taint.contains("tainted 3 nodes (1 changed)"),
