@@ -886,7 +886,7 @@ impl MigrationOptions {
             ready_timeout: self.ready_timeout,
             drain_concurrency: self.drain_concurrency.unwrap_or(0),
             node_timeout: self.node_timeout,
-            on_blocked: self.on_blocked.clone(),
+            on_blocked: self.on_blocked,
             delete_emptydir_data: self.delete_emptydir_data,
             force: self.force,
             delete_nodegroup_on_rollback: self.delete_nodegroup_on_rollback,

@@ -916,15 +916,15 @@ impl LiveRollout {
             use pb::RolloutState as S;
             match S::try_from(c.state) {
                 Ok(S::Running | S::Paused) => running.push(c),
-                Ok(S::Succeeded | S::Failed | S::Skipped | S::Cancelled) => {
-                    if self.announced.get(&c.cluster_id) != Some(&c.state) {
-                        self.announced.insert(c.cluster_id.clone(), c.state);
-                        let mut text = format!("  {}", cluster_line(c));
-                        for b in cluster_blockers(c) {
-                            text.push_str(&format!("\n      blocked: {}", render::blocker_line(&b)));
-                        }
-                        let _ = self.multi.println(text);
+                Ok(S::Succeeded | S::Failed | S::Skipped | S::Cancelled)
+                    if self.announced.get(&c.cluster_id) != Some(&c.state) =>
+                {
+                    self.announced.insert(c.cluster_id.clone(), c.state);
+                    let mut text = format!("  {}", cluster_line(c));
+                    for b in cluster_blockers(c) {
+                        text.push_str(&format!("\n      blocked: {}", render::blocker_line(&b)));
                     }
+                    let _ = self.multi.println(text);
                 }
                 _ => {}
             }
