@@ -13,8 +13,10 @@
 //! - [`operation`]: the pure state machine that drives one operation through its plan.
 //! - [`upgrade`]: the coordinator's upgrade steps (preflight, control plane, node groups,
 //!   add-ons) over [`eks::Eks`], with typed outputs and errors.
+//! - [`cli`]: the `flotilla` operator CLI (a client of the Fleet gRPC API; `src/bin/flotilla.rs`).
 
 pub mod ca;
+pub mod cli;
 pub mod eks;
 pub mod operation;
 pub mod plan;
