@@ -26,11 +26,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 pub use self::backoff::BackoffConfig;
 pub use self::tls::TlsIdentity;
+/// The shutdown signal [`run`] takes (re-exported so embedders need no tokio-util dependency).
+pub use tokio_util::sync::CancellationToken;
 pub use tonic::transport::Uri;
 
 use crate::cluster::KubeCluster;
