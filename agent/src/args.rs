@@ -14,17 +14,67 @@ use crate::model;
 use crate::steps::drain::{self, OnBlocked};
 use crate::steps::surge_scale::Surge;
 use crate::steps::{parse_duration, postflight, rollback, NoProgress, ProgressSink, Step, StepError};
+use crate::uplink::{self, TlsIdentity, UplinkConfig, UplinkError, Uri};
 
 /// The Flotilla agent: the in-cluster half of Flotilla's EKS migrations and upgrades.
+///
+/// Without a command it runs the agent: dial the coordinator over mTLS, report the cluster's
+/// inventory and run the steps the coordinator sends. Every flag can also be set through the
+/// `FLOTILLA_*` environment variable named in its help.
 #[derive(Debug, Parser)]
-#[command(name = "flotilla-agent", version, about)]
+#[command(name = "flotilla-agent", version, about, subcommand_negates_reqs = true)]
 pub struct Args {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `flotilla_agent=debug`.
-    #[arg(long, env = "FLOTILLA_LOG", default_value = "warn", global = true)]
-    pub log: String,
-    /// What to do.
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `flotilla_agent=debug`
+    /// [default: `info` for the agent, `warn` for `local` commands].
+    #[arg(long, env = "FLOTILLA_LOG", global = true)]
+    pub log: Option<String>,
+    /// Log line format.
+    #[arg(
+        long,
+        env = "FLOTILLA_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// The agent's connection to the coordinator (when no command is given).
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// A command instead of running the agent.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with span fields (cluster, operation, step, attempt).
+    Json,
+}
+
+/// Flags of the agent itself (`flotilla-agent --coordinator URL --cluster NAME --tls-dir D`).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct AgentArgs {
+    /// The coordinator's agent gateway, e.g. https://flotilla.example.com:8443.
+    #[arg(long, env = "FLOTILLA_COORDINATOR", required = true, value_parser = coordinator_url)]
+    pub coordinator: Option<Uri>,
+    /// This cluster's name: the one the agent certificate was issued for.
+    #[arg(long, env = "FLOTILLA_CLUSTER", required = true)]
+    pub cluster: Option<String>,
+    /// Directory holding ca.pem, agent-CLUSTER.pem and agent-CLUSTER-key.pem.
+    #[arg(long, env = "FLOTILLA_TLS_DIR", required = true)]
+    pub tls_dir: Option<PathBuf>,
+    /// Kubeconfig file [default: the in-cluster service account, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long, env = "FLOTILLA_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Heartbeat interval.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT", default_value = "10s", value_parser = duration)]
+    pub heartbeat: Duration,
+    /// The name the coordinator's certificate carries [default: the URL's host].
+    #[arg(long, env = "FLOTILLA_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// Top-level commands.
@@ -80,6 +130,13 @@ fn message(e: StepError) -> String {
         StepError::InvalidParameter { message, .. } => message,
         other => other.to_string(),
     }
+}
+
+fn coordinator_url(s: &str) -> Result<Uri, String> {
+    uplink::parse_coordinator(s).map_err(|e| match e {
+        UplinkError::InvalidUrl { message, .. } => format!("`{s}`: {message}"),
+        other => other.to_string(),
+    })
 }
 
 fn surge(s: &str) -> Result<Surge, String> {
@@ -223,9 +280,27 @@ struct SingleStep<'a> {
 }
 
 impl Args {
-    /// Runs the command; returns the process exit code.
+    /// The log filter: `--log`, else `info` for the agent and `warn` for `local` commands.
+    pub fn log_filter(&self) -> &str {
+        match (&self.log, &self.command) {
+            (Some(log), _) => log,
+            (None, None) => "info",
+            (None, Some(_)) => "warn",
+        }
+    }
+
+    /// Runs the command (or the agent); returns the process exit code.
     pub async fn run(self) -> Result<ExitCode, Error> {
-        let Args { log: _, command } = self;
+        let Args {
+            log: _,
+            log_format: _,
+            agent,
+            command,
+        } = self;
+        let Some(command) = command else {
+            agent.run().await?;
+            return Ok(ExitCode::SUCCESS);
+        };
         match command {
             Command::Local(LocalCommand::Migrate(m)) => {
                 let (cluster, name) =
@@ -273,6 +348,107 @@ impl Args {
             }
         }
     }
+}
+
+impl AgentArgs {
+    /// Runs the agent until SIGINT or SIGTERM. Certificates and URL are checked before the
+    /// Kubernetes configuration is read. On a signal, running steps stop at their next await
+    /// point without a result (they are idempotent and resumable; the coordinator runs the
+    /// attempt again once an agent is back) and the session is closed.
+    pub async fn run(self) -> Result<(), Error> {
+        let AgentArgs {
+            coordinator,
+            cluster,
+            tls_dir,
+            kubeconfig,
+            heartbeat,
+            tls_server_name,
+        } = self;
+        let required = |field: &'static str| UplinkError::InvalidSetting {
+            field,
+            message: "required; pass it or set its FLOTILLA_* variable".into(),
+        };
+        let coordinator = coordinator.ok_or_else(|| required("--coordinator"))?;
+        let cluster = cluster.ok_or_else(|| required("--cluster"))?;
+        let tls_dir = tls_dir.ok_or_else(|| required("--tls-dir"))?;
+        let tls = TlsIdentity::from_dir(&tls_dir, &cluster)?;
+        let source = tls_dir.display().to_string();
+        tls.check(&cluster, &source)?;
+        let kube = kube_client(kubeconfig.as_deref()).await?;
+        let config = UplinkConfig {
+            heartbeat,
+            server_name: tls_server_name,
+            tls_source: source,
+            ..UplinkConfig::new(coordinator, cluster, tls, kube)
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        uplink::run(config, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the agent");
+            None
+        }
+    };
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot watch SIGINT");
+                return;
+            }
+            tracing::info!(signal = "SIGINT", "shutting down");
+        }
+        _ = terminated => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+    token.cancel();
+}
+
+/// The agent's Kubernetes client: `--kubeconfig` if given, else the in-cluster service account,
+/// else the usual kubeconfig search. Built with `default_retry = false` (the steps pace and
+/// retry their own calls).
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
+                path: shown.clone(),
+                message: format!("{e}; check --kubeconfig names a readable kubeconfig"),
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| Error::Kubeconfig {
+                    path: shown,
+                    message: e.to_string(),
+                })?
+        }
+        None => match kube::Config::incluster() {
+            Ok(c) => c,
+            Err(in_cluster) => kube::Config::infer().await.map_err(|e| Error::Kubeconfig {
+                path: "default".into(),
+                message: format!(
+                    "not running in a pod ({in_cluster}) and no kubeconfig found ({e}); pass --kubeconfig FILE"
+                ),
+            })?,
+        },
+    };
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
 }
 
 async fn single(step: Step, common: &CommonArgs) -> Result<ExitCode, Error> {
@@ -339,7 +515,7 @@ mod tests {
             "ng-new",
         ])
         .expect("parse");
-        let Command::Local(LocalCommand::Migrate(m)) = a.command else {
+        let Some(Command::Local(LocalCommand::Migrate(m))) = a.command else {
             panic!("migrate")
         };
         let o = m.options();
@@ -365,7 +541,7 @@ mod tests {
             "json",
         ])
         .expect("parse");
-        let Command::Local(LocalCommand::Migrate(m)) = a.command else {
+        let Some(Command::Local(LocalCommand::Migrate(m))) = a.command else {
             panic!("migrate")
         };
         assert_eq!(m.surge, Surge::Percent(50));

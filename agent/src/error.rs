@@ -15,6 +15,9 @@ pub enum Error {
     /// The Kubernetes client could not be built from the configuration.
     #[error("cannot build a Kubernetes client: {0}")]
     Client(String),
+    /// The coordinator session cannot start (certificates, URL, settings).
+    #[error(transparent)]
+    Uplink(#[from] crate::uplink::UplinkError),
     /// The report could not be written.
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),

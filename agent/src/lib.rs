@@ -8,7 +8,10 @@
 //!   and an in-memory fake.
 //! - [`steps`]: one module per step, `enum Step` to dispatch them, progress and `StepError`.
 //! - [`inventory`], [`events`], [`model`]: what the steps share.
-//! - [`local`], [`args`]: the local runner (`flotilla-agent local migrate`).
+//! - [`uplink`]: the session with the coordinator (mTLS gRPC, dial out, run the steps it sends,
+//!   re-send results until acked) — what `flotilla-agent --coordinator URL` runs, and what a demo
+//!   embeds in-process with [`uplink::run`].
+//! - [`local`], [`args`]: the local runner (`flotilla-agent local migrate`) and the CLI.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -19,3 +22,4 @@ pub mod inventory;
 pub mod local;
 pub mod model;
 pub mod steps;
+pub mod uplink;

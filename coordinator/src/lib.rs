@@ -11,9 +11,14 @@
 //!   with their steps, and per-operation event logs.
 //! - [`plan`]: the ordered step plans (who runs each step, retry policy, resume rule).
 //! - [`operation`]: the pure state machine that drives one operation through its plan.
+//! - [`upgrade`]: the coordinator's upgrade steps (preflight, control plane, node groups,
+//!   add-ons) over [`eks::Eks`], with typed outputs and errors.
+//! - [`cli`]: the `flotilla` operator CLI (a client of the Fleet gRPC API; `src/bin/flotilla.rs`).
 
 pub mod ca;
+pub mod cli;
 pub mod eks;
 pub mod operation;
 pub mod plan;
 pub mod store;
+pub mod upgrade;

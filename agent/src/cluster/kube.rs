@@ -23,6 +23,88 @@ use super::{
 /// Name under which the agent records Events and field managers.
 pub const COMPONENT: &str = "flotilla-agent";
 
+/// One Kubernetes RBAC permission the agent needs: what [`KubeCluster`] calls, and which steps
+/// make the call. `GET /version` needs no rule (every authenticated user may read it, through the
+/// built-in `system:public-info-viewer` ClusterRole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiAccess {
+    /// API group (`""` for the core group, `apps`, `policy`, …).
+    pub group: &'static str,
+    /// Resource, with `/subresource` where the call is on one (`pods/eviction`).
+    pub resource: &'static str,
+    /// Verbs in Kubernetes' RBAC terms (`list`, `update`, `patch`, `create`, …).
+    pub verbs: &'static [&'static str],
+    /// The [`KubeCluster`] methods making the calls, and the steps using them.
+    pub used_by: &'static str,
+}
+
+/// Every permission [`KubeCluster`] needs, and nothing more. This is the one list: the agent's Helm
+/// chart (`deploy/helm/flotilla-agent/templates/clusterrole.yaml`) grants exactly these rules,
+/// and `tests/tests/helm_charts.rs` checks the chart against this list and this list against the
+/// requests a [`KubeCluster`] makes when every [`Cluster`] method is called on the simulator. A
+/// new call without its entry here, or an entry no call needs, fails that test.
+pub const RBAC: &[ApiAccess] = &[
+    ApiAccess {
+        group: "",
+        resource: "nodes",
+        verbs: &["list", "get", "update"],
+        used_by: "nodes(): inventory and every step; node() re-reads and replace_node() writes a node's \
+                  taints and cordon in Taint, Drain (cordon) and Rollback (untaint, uncordon)",
+    },
+    ApiAccess {
+        group: "",
+        resource: "pods",
+        verbs: &["list"],
+        used_by: "pods(): SurgeScale, VerifyReady, Drain and RestoreScale find pods by node",
+    },
+    ApiAccess {
+        group: "",
+        resource: "pods/eviction",
+        verbs: &["create"],
+        used_by: "evict(): Drain evicts through the Eviction API, PodDisruptionBudgets honoured",
+    },
+    ApiAccess {
+        group: "",
+        resource: "pods",
+        verbs: &["delete"],
+        used_by: "delete_pod(): Drain with `on-blocked force-after=DURATION` only, for pods a \
+                  PodDisruptionBudget kept blocking past the deadline",
+    },
+    ApiAccess {
+        group: "",
+        resource: "events",
+        verbs: &["create"],
+        used_by: "record_event(): Events on the nodes, Deployments and pods every step touches",
+    },
+    ApiAccess {
+        group: "apps",
+        resource: "deployments",
+        verbs: &["list", "patch"],
+        used_by: "deployments(): inventory, SurgeScale, VerifyReady, RestoreScale, Postflight; \
+                  patch_deployment(): replicas and the recorded-scale annotation in SurgeScale, \
+                  RestoreScale and Rollback",
+    },
+    ApiAccess {
+        group: "apps",
+        resource: "replicasets",
+        verbs: &["list"],
+        used_by: "replica_sets(): SurgeScale, VerifyReady and RestoreScale map pods to their Deployment",
+    },
+    ApiAccess {
+        group: "autoscaling",
+        resource: "horizontalpodautoscalers",
+        verbs: &["list", "patch"],
+        used_by: "hpas(): inventory, SurgeScale, RestoreScale; patch_hpa(): minReplicas raised in \
+                  SurgeScale and restored in RestoreScale and Rollback",
+    },
+    ApiAccess {
+        group: "policy",
+        resource: "poddisruptionbudgets",
+        verbs: &["list"],
+        used_by: "pdbs(): inventory (budgets allowing no disruption), Drain pacing, RestoreScale",
+    },
+];
+
 /// A [`Cluster`] backed by a kube-rs [`Client`].
 #[derive(Clone)]
 pub struct KubeCluster {

@@ -147,6 +147,13 @@ pub enum StepError {
     /// A Kubernetes API call failed.
     #[error("Kubernetes API: {0}")]
     Cluster(#[from] ClusterError),
+    /// The step was stopped before it ended (the coordinator's `CancelStep`). Steps stop only at
+    /// await points and are idempotent, so running the step again resumes where it stood.
+    #[error("cancelled: {reason}")]
+    Cancelled {
+        /// Why, as the canceller gave it.
+        reason: String,
+    },
 }
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
@@ -197,6 +204,7 @@ impl StepError {
             StepError::DrainBlocked { .. } => "DRAIN_BLOCKED",
             StepError::PostflightFailed { .. } => "POSTFLIGHT_FAILED",
             StepError::Cluster(_) => "KUBERNETES_API",
+            StepError::Cancelled { .. } => "CANCELLED",
         }
     }
 
@@ -210,7 +218,8 @@ impl StepError {
             StepError::NodesNotReady { .. }
             | StepError::DeploymentsNotReady { .. }
             | StepError::DrainBlocked { .. }
-            | StepError::PostflightFailed { .. } => true,
+            | StepError::PostflightFailed { .. }
+            | StepError::Cancelled { .. } => true,
             StepError::Cluster(e) => e.is_transient(),
         }
     }

@@ -17,8 +17,9 @@ use aws_smithy_http_client::tls;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AsgInfo, AsgSize, ClusterInfo, Eks, EksError, Nodegroup, NodegroupStatus, NodegroupTemplate, Result,
-    TaintEffect, Update, UpdateStatus,
+    Addon, AddonStatus, AddonVersions, AsgInfo, AsgSize, ClusterInfo, DeprecatedApiUse, Eks, EksError,
+    Insight, InsightDetail, InsightStatus, Insights, Nodegroup, NodegroupStatus, NodegroupTemplate, Result,
+    TaintEffect, Update, UpdateConfig, UpdateErrorDetail, UpdateStatus, UpdateSubject,
 };
 
 /// Where and as whom to reach one cluster's EKS control plane (part of a cluster's registration).
@@ -244,6 +245,10 @@ fn to_nodegroup(name: &str, ng: &eks_types::Nodegroup) -> Nodegroup {
                     .collect()
             })
             .unwrap_or_default(),
+        update_config: ng.update_config().map(|u| UpdateConfig {
+            max_unavailable: u.max_unavailable(),
+            max_unavailable_percentage: u.max_unavailable_percentage(),
+        }),
     }
 }
 
@@ -266,6 +271,77 @@ fn to_update(u: &eks_types::Update) -> Update {
                 )
             })
             .collect(),
+        error_details: u
+            .errors()
+            .iter()
+            .map(|e| UpdateErrorDetail {
+                code: e
+                    .error_code()
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_else(|| "Unknown".into()),
+                message: e.error_message().unwrap_or_default().to_string(),
+                resource_ids: e.resource_ids().to_vec(),
+            })
+            .collect(),
+        params: u
+            .params()
+            .iter()
+            .map(|p| {
+                (
+                    p.r#type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+                    p.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn to_addon(name: &str, a: &eks_types::Addon) -> Addon {
+    Addon {
+        name: a.addon_name().unwrap_or(name).to_string(),
+        version: a.addon_version().unwrap_or_default().to_string(),
+        status: a
+            .status()
+            .map(|s| AddonStatus::from_wire(s.as_str()))
+            .unwrap_or_else(|| AddonStatus::Other(String::new())),
+        health_issues: a
+            .health()
+            .map(|h| {
+                h.issues()
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{}: {}",
+                            i.code().map(|c| c.as_str()).unwrap_or("Unknown"),
+                            i.message().unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Summary fields shared by `InsightSummary` and `Insight`.
+fn to_insight(
+    id: Option<&str>,
+    name: Option<&str>,
+    category: Option<&eks_types::Category>,
+    kubernetes_version: Option<&str>,
+    status: Option<&eks_types::InsightStatus>,
+    description: Option<&str>,
+) -> Insight {
+    Insight {
+        id: id.unwrap_or_default().to_string(),
+        name: name.unwrap_or_default().to_string(),
+        category: category.map(|c| c.as_str().to_string()).unwrap_or_default(),
+        kubernetes_version: kubernetes_version.map(str::to_string),
+        status: status
+            .and_then(|s| s.status())
+            .map(|s| InsightStatus::from_wire(s.as_str()))
+            .unwrap_or(InsightStatus::Unknown),
+        reason: status.and_then(|s| s.reason()).unwrap_or_default().to_string(),
+        description: description.unwrap_or_default().to_string(),
     }
 }
 
@@ -452,23 +528,265 @@ impl Eks for AwsEks {
         Ok(to_update(u))
     }
 
-    async fn describe_update(&self, update_id: &str, nodegroup: Option<&str>) -> Result<Update> {
+    async fn describe_update_of(&self, update_id: &str, subject: UpdateSubject<'_>) -> Result<Update> {
         let op = "DescribeUpdate";
-        let res = || match nodegroup {
-            Some(ng) => format!("update {update_id} of nodegroup {}/{ng}", self.cluster),
-            None => format!("update {update_id} of cluster {}", self.cluster),
-        };
+        let res = || format!("update {update_id} of {subject} of cluster {}", self.cluster);
         let out = self
             .eks
             .describe_update()
             .name(&self.cluster)
             .update_id(update_id)
-            .set_nodegroup_name(nodegroup.map(str::to_string))
+            .set_nodegroup_name(subject.nodegroup().map(str::to_string))
+            .set_addon_name(subject.addon().map(str::to_string))
             .send()
             .await
             .map_err(|e| map_err(op, res(), e))?;
         let u = out.update().ok_or_else(|| missing(op, res(), "update"))?;
         Ok(to_update(u))
+    }
+
+    async fn list_updates(&self, subject: UpdateSubject<'_>) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .eks
+                .list_updates()
+                .name(&self.cluster)
+                .set_nodegroup_name(subject.nodegroup().map(str::to_string))
+                .set_addon_name(subject.addon().map(str::to_string))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    map_err(
+                        "ListUpdates",
+                        format!("updates of {subject} of cluster {}", self.cluster),
+                        e,
+                    )
+                })?;
+            ids.extend(out.update_ids().iter().cloned());
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
+    async fn list_addons(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .eks
+                .list_addons()
+                .cluster_name(&self.cluster)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err("ListAddons", self.cluster_resource(), e))?;
+            names.extend(out.addons().iter().cloned());
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    async fn describe_addon(&self, name: &str) -> Result<Addon> {
+        let op = "DescribeAddon";
+        let res = || format!("add-on {}/{name}", self.cluster);
+        let out = self
+            .eks
+            .describe_addon()
+            .cluster_name(&self.cluster)
+            .addon_name(name)
+            .send()
+            .await
+            .map_err(|e| map_err(op, res(), e))?;
+        let a = out.addon().ok_or_else(|| missing(op, res(), "addon"))?;
+        Ok(to_addon(name, a))
+    }
+
+    async fn describe_addon_versions(&self, addon: &str, kubernetes_version: &str) -> Result<AddonVersions> {
+        let res = || format!("add-on {addon} versions for Kubernetes {kubernetes_version}");
+        let mut out = AddonVersions {
+            addon: addon.to_string(),
+            kubernetes_version: kubernetes_version.to_string(),
+            default_version: None,
+            versions: Vec::new(),
+        };
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .eks
+                .describe_addon_versions()
+                .addon_name(addon)
+                .kubernetes_version(kubernetes_version)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err("DescribeAddonVersions", res(), e))?;
+            for info in page.addons().iter().filter(|i| i.addon_name() == Some(addon)) {
+                for v in info.addon_versions() {
+                    let Some(version) = v.addon_version() else {
+                        continue;
+                    };
+                    let here: Vec<_> = v
+                        .compatibilities()
+                        .iter()
+                        .filter(|c| c.cluster_version() == Some(kubernetes_version))
+                        .collect();
+                    if here.is_empty() {
+                        continue;
+                    }
+                    if here.iter().any(|c| c.default_version()) && out.default_version.is_none() {
+                        out.default_version = Some(version.to_string());
+                    }
+                    if !out.versions.iter().any(|x| x == version) {
+                        out.versions.push(version.to_string());
+                    }
+                }
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn update_addon(&self, addon: &str, version: &str) -> Result<Update> {
+        let op = "UpdateAddon";
+        let res = || format!("add-on {}/{addon}", self.cluster);
+        let out = self
+            .eks
+            .update_addon()
+            .cluster_name(&self.cluster)
+            .addon_name(addon)
+            .addon_version(version)
+            .resolve_conflicts(eks_types::ResolveConflicts::Preserve)
+            .send()
+            .await
+            .map_err(|e| map_err(op, res(), e))?;
+        let u = out.update().ok_or_else(|| missing(op, res(), "update"))?;
+        Ok(to_update(u))
+    }
+
+    async fn list_insights(&self, kubernetes_version: Option<&str>) -> Result<Insights> {
+        let mut filter =
+            eks_types::InsightsFilter::builder().categories(eks_types::Category::UpgradeReadiness);
+        if let Some(v) = kubernetes_version {
+            filter = filter.kubernetes_versions(v);
+        }
+        let filter = filter.build();
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let sent = self
+                .eks
+                .list_insights()
+                .cluster_name(&self.cluster)
+                .filter(filter.clone())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err("ListInsights", self.cluster_resource(), e));
+            let out = match sent {
+                Ok(out) => out,
+                Err(e) if e.is_unavailable_operation() => {
+                    tracing::warn!(cluster = %self.cluster, error = %e, "EKS upgrade insights unavailable");
+                    return Ok(Insights::Unavailable {
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            found.extend(out.insights().iter().map(|i| {
+                to_insight(
+                    i.id(),
+                    i.name(),
+                    i.category(),
+                    i.kubernetes_version(),
+                    i.insight_status(),
+                    i.description(),
+                )
+            }));
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(Insights::Listed(found)),
+            }
+        }
+    }
+
+    async fn describe_insight(&self, id: &str) -> Result<InsightDetail> {
+        let op = "DescribeInsight";
+        let res = || format!("insight {id} of cluster {}", self.cluster);
+        let out = self
+            .eks
+            .describe_insight()
+            .cluster_name(&self.cluster)
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| map_err(op, res(), e))?;
+        let i = out.insight().ok_or_else(|| missing(op, res(), "insight"))?;
+        let deprecations = i
+            .category_specific_summary()
+            .map(|c| {
+                c.deprecation_details()
+                    .iter()
+                    .map(|d| DeprecatedApiUse {
+                        usage: d.usage().unwrap_or_default().to_string(),
+                        replaced_with: d.replaced_with().map(str::to_string),
+                        stop_serving_version: d.stop_serving_version().map(str::to_string),
+                        clients: d
+                            .client_stats()
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "{} ({} requests in 30 days)",
+                                    c.user_agent().unwrap_or("unknown client"),
+                                    c.number_of_requests_last30_days()
+                                )
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let resources = i
+            .resources()
+            .iter()
+            .filter(|r| {
+                r.insight_status()
+                    .and_then(|s| s.status())
+                    .is_some_and(|s| s.as_str() != "PASSING")
+            })
+            .map(|r| {
+                let st = r.insight_status();
+                format!(
+                    "{}: {}: {}",
+                    r.kubernetes_resource_uri().or(r.arn()).unwrap_or("?"),
+                    st.and_then(|s| s.status())
+                        .map(|s| s.as_str())
+                        .unwrap_or("UNKNOWN"),
+                    st.and_then(|s| s.reason()).unwrap_or_default()
+                )
+            })
+            .collect();
+        Ok(InsightDetail {
+            insight: to_insight(
+                i.id(),
+                i.name(),
+                i.category(),
+                i.kubernetes_version(),
+                i.insight_status(),
+                i.description(),
+            ),
+            recommendation: i.recommendation().unwrap_or_default().to_string(),
+            deprecations,
+            resources,
+        })
     }
 
     async fn find_self_managed_asg(&self, nodegroup: &str) -> Result<Option<AsgInfo>> {

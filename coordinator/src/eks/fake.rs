@@ -1,13 +1,15 @@
-//! An in-memory [`Eks`] for tests: node groups, updates and Auto Scaling groups whose statuses move
-//! on a script, one step per poll, plus injected errors. No time passes inside the fake; callers'
-//! waits use tokio time, which tests pause.
+//! An in-memory [`Eks`] for tests: node groups, updates, add-ons and Auto Scaling groups whose
+//! statuses move on a script, one step per poll, upgrade insights (or their absence), plus
+//! injected errors and failing updates. No time passes inside the fake; callers' waits use tokio
+//! time, which tests pause.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    AsgInfo, AsgSize, ClusterInfo, Eks, EksError, Nodegroup, NodegroupStatus, NodegroupTemplate, Result,
-    Update, UpdateStatus,
+    Addon, AddonStatus, AddonVersions, AsgInfo, AsgSize, ClusterInfo, Eks, EksError, InsightDetail, Insights,
+    Nodegroup, NodegroupStatus, NodegroupTemplate, Result, Update, UpdateConfig, UpdateErrorDetail,
+    UpdateStatus, UpdateSubject,
 };
 
 /// A fake cluster. Cheap to build; share it by reference.
@@ -30,6 +32,16 @@ pub struct FakeState {
     pub updates: BTreeMap<String, FakeUpdate>,
     /// Auto Scaling groups by name.
     pub asgs: BTreeMap<String, FakeAsg>,
+    /// Managed add-ons by name.
+    pub addons: BTreeMap<String, FakeAddon>,
+    /// What DescribeAddonVersions answers, by (add-on, Kubernetes `major.minor`).
+    pub addon_versions: BTreeMap<(String, String), AddonVersions>,
+    /// Upgrade insights with their details (ListInsights filters them by version).
+    pub insights: Vec<InsightDetail>,
+    /// When set, ListInsights is unavailable with this reason.
+    pub insights_unavailable: Option<String>,
+    /// Updates started on these subjects ([`subject_key`]) end `Failed` with these errors.
+    pub update_failures: BTreeMap<String, Vec<UpdateErrorDetail>>,
     /// Errors the next calls return, one per call, before doing anything.
     pub errors: VecDeque<EksError>,
     /// Every call made, as `Operation target`.
@@ -57,8 +69,39 @@ pub struct FakeUpdate {
     pub script: VecDeque<UpdateStatus>,
     /// The node group it belongs to, if any.
     pub nodegroup: Option<String>,
+    /// The add-on it belongs to, if any.
+    pub addon: Option<String>,
+    /// Its subject ([`subject_key`]); `None` (updates added by [`FakeEks::add_update`]) answers
+    /// DescribeUpdate for any subject.
+    pub subject: Option<String>,
+    /// Errors it ends with when its script ends `Failed`.
+    pub failure: Vec<UpdateErrorDetail>,
     /// The version the cluster takes when a cluster update succeeds.
     pub target_version: Option<String>,
+}
+
+/// A fake managed add-on.
+#[derive(Debug, Clone)]
+pub struct FakeAddon {
+    /// What DescribeAddon returns.
+    pub addon: Addon,
+    /// Statuses the next DescribeAddon calls move through, one per call; the last sticks.
+    pub script: VecDeque<AddonStatus>,
+}
+
+/// The key of an update's subject in [`FakeState::update_failures`]: `cluster`,
+/// `nodegroup/<name>` or `addon/<name>`.
+pub fn subject_key(subject: UpdateSubject<'_>) -> String {
+    match subject {
+        UpdateSubject::Cluster => "cluster".into(),
+        UpdateSubject::Nodegroup(n) => format!("nodegroup/{n}"),
+        UpdateSubject::Addon(a) => format!("addon/{a}"),
+    }
+}
+
+/// The `1.N` of a `1.N` version, for the fake's checks.
+fn minor_of(v: &str) -> Option<u32> {
+    v.strip_prefix("1.")?.split('.').next()?.parse().ok()
 }
 
 /// A fake Auto Scaling group.
@@ -131,8 +174,42 @@ impl FakeEks {
                     min_size: Some(1),
                     max_size: Some(4),
                     health_issues: Vec::new(),
+                    update_config: Some(UpdateConfig {
+                        max_unavailable: Some(1),
+                        max_unavailable_percentage: None,
+                    }),
                 },
                 script,
+            },
+        );
+    }
+
+    /// Adds `ACTIVE` managed add-on `name` at `version`.
+    pub fn add_addon(&self, name: &str, version: &str) {
+        self.lock().addons.insert(
+            name.to_string(),
+            FakeAddon {
+                addon: Addon {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    status: AddonStatus::Active,
+                    health_issues: Vec::new(),
+                },
+                script: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Declares the versions of `addon` for Kubernetes `kubernetes_version`, the first being the
+    /// default.
+    pub fn set_addon_versions(&self, addon: &str, kubernetes_version: &str, versions: &[&str]) {
+        self.lock().addon_versions.insert(
+            (addon.to_string(), kubernetes_version.to_string()),
+            AddonVersions {
+                addon: addon.to_string(),
+                kubernetes_version: kubernetes_version.to_string(),
+                default_version: versions.first().map(|v| v.to_string()),
+                versions: versions.iter().map(|v| v.to_string()).collect(),
             },
         );
     }
@@ -149,9 +226,14 @@ impl FakeEks {
                     status,
                     kind: Some("VersionUpdate".into()),
                     errors: Vec::new(),
+                    error_details: Vec::new(),
+                    params: Vec::new(),
                 },
                 script,
                 nodegroup: None,
+                addon: None,
+                subject: None,
+                failure: Vec::new(),
                 target_version: None,
             },
         );
@@ -194,27 +276,63 @@ impl FakeEks {
         }
     }
 
-    fn new_update(&self, st: &mut FakeState, nodegroup: Option<String>, target: Option<String>) -> Update {
+    fn new_update(&self, st: &mut FakeState, subject: UpdateSubject<'_>, target: Option<String>) -> Update {
         st.next_update += 1;
         let id = format!("fake-update-{}", st.next_update);
+        let key = subject_key(subject);
+        let failure = st.update_failures.get(&key).cloned().unwrap_or_default();
         let mut script: VecDeque<_> = std::iter::repeat_n(UpdateStatus::InProgress, st.polls).collect();
-        script.push_back(UpdateStatus::Successful);
+        script.push_back(if failure.is_empty() {
+            UpdateStatus::Successful
+        } else {
+            UpdateStatus::Failed
+        });
+        let (kind, param) = match subject {
+            UpdateSubject::Addon(_) => ("AddonUpdate", "AddonVersion"),
+            _ => ("VersionUpdate", "Version"),
+        };
         let update = Update {
             id: id.clone(),
             status: UpdateStatus::InProgress,
-            kind: Some("VersionUpdate".into()),
+            kind: Some(kind.into()),
             errors: Vec::new(),
+            error_details: Vec::new(),
+            params: target.iter().map(|v| (param.to_string(), v.clone())).collect(),
         };
         st.updates.insert(
             id,
             FakeUpdate {
                 update: update.clone(),
                 script,
-                nodegroup,
+                nodegroup: subject.nodegroup().map(str::to_string),
+                addon: subject.addon().map(str::to_string),
+                subject: Some(key),
+                failure,
                 target_version: target,
             },
         );
         update
+    }
+
+    /// The update in progress on `subject`, if any.
+    fn in_progress(st: &FakeState, subject: UpdateSubject<'_>) -> Option<String> {
+        let key = subject_key(subject);
+        st.updates
+            .values()
+            .find(|u| {
+                u.subject.as_deref() == Some(key.as_str()) && u.update.status == UpdateStatus::InProgress
+            })
+            .map(|u| u.update.id.clone())
+    }
+
+    fn in_use(&self, operation: &'static str, resource: String, message: String) -> EksError {
+        EksError::Api {
+            operation,
+            resource,
+            code: "ResourceInUseException".into(),
+            message,
+            status: Some(409),
+        }
     }
 }
 
@@ -282,6 +400,7 @@ impl Eks for FakeEks {
             min_size: Some(s.min_size),
             max_size: Some(s.max_size),
             health_issues: Vec::new(),
+            update_config: template.update_config,
         };
         let mut script: VecDeque<_> = std::iter::repeat_n(NodegroupStatus::Creating, st.polls).collect();
         script.push_back(NodegroupStatus::Active);
@@ -312,8 +431,34 @@ impl Eks for FakeEks {
 
     async fn update_cluster_version(&self, version: &str) -> Result<Update> {
         let mut st = self.enter(format!("UpdateClusterVersion {version}"))?;
+        let resource = format!("cluster {}", self.cluster);
+        if let Some(id) = Self::in_progress(&st, UpdateSubject::Cluster) {
+            return Err(self.in_use(
+                "UpdateClusterVersion",
+                resource,
+                format!(
+                    "Cannot VersionUpdate because cluster {} currently has update {id} in progress",
+                    self.cluster
+                ),
+            ));
+        }
+        match (minor_of(&st.version), minor_of(version)) {
+            (Some(cur), Some(want)) if want == cur + 1 => {}
+            _ => {
+                return Err(EksError::Api {
+                    operation: "UpdateClusterVersion",
+                    resource,
+                    code: "InvalidParameterException".into(),
+                    message: format!(
+                        "Unsupported Kubernetes minor version update from {} to {version}",
+                        st.version
+                    ),
+                    status: Some(400),
+                })
+            }
+        }
         st.status = "UPDATING".into();
-        Ok(self.new_update(&mut st, None, Some(version.to_string())))
+        Ok(self.new_update(&mut st, UpdateSubject::Cluster, Some(version.to_string())))
     }
 
     async fn update_nodegroup_version(
@@ -333,40 +478,210 @@ impl Eks for FakeEks {
                 format!("No node group found for name: {nodegroup}."),
             ));
         }
+        let subject = UpdateSubject::Nodegroup(nodegroup);
+        if let Some(id) = Self::in_progress(&st, subject) {
+            return Err(self.in_use(
+                "UpdateNodegroupVersion",
+                format!("nodegroup {}/{nodegroup}", self.cluster),
+                format!("Cannot VersionUpdate because nodegroup {nodegroup} currently has update {id} in progress"),
+            ));
+        }
         let target = version.map(str::to_string).unwrap_or_else(|| st.version.clone());
-        Ok(self.new_update(&mut st, Some(nodegroup.to_string()), Some(target)))
+        if let Some(g) = st.nodegroups.get_mut(nodegroup) {
+            g.nodegroup.status = NodegroupStatus::Updating;
+        }
+        Ok(self.new_update(&mut st, subject, Some(target)))
     }
 
-    async fn describe_update(&self, update_id: &str, nodegroup: Option<&str>) -> Result<Update> {
+    async fn describe_update_of(&self, update_id: &str, subject: UpdateSubject<'_>) -> Result<Update> {
         let mut st = self.enter(format!("DescribeUpdate {update_id}"))?;
-        let Some(u) = st.updates.get_mut(update_id) else {
+        let key = subject_key(subject);
+        let Some(u) = st
+            .updates
+            .get_mut(update_id)
+            .filter(|u| u.subject.as_ref().is_none_or(|s| *s == key))
+        else {
             return Err(not_found(
                 "DescribeUpdate",
-                format!("update {update_id} of cluster {}", self.cluster),
+                format!("update {update_id} of {subject} of cluster {}", self.cluster),
                 format!("No update found for ID: {update_id}."),
             ));
         };
         if let Some(next) = u.script.pop_front() {
             u.update.status = next;
         }
+        if u.update.status == UpdateStatus::Failed
+            && u.update.error_details.is_empty()
+            && !u.failure.is_empty()
+        {
+            u.update.error_details = u.failure.clone();
+            u.update.errors = u
+                .failure
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect();
+        }
         let out = u.update.clone();
+        let ended = u.script.is_empty() && out.status != UpdateStatus::InProgress;
         let done = out.status == UpdateStatus::Successful && u.script.is_empty();
         let ng = u.nodegroup.clone();
+        let addon = u.addon.clone();
         let target = if done { u.target_version.take() } else { None };
         if let Some(v) = target {
-            match ng.or(nodegroup.map(str::to_string)) {
-                Some(ng) => {
+            match (ng.or(subject.nodegroup().map(str::to_string)), addon) {
+                (Some(ng), _) => {
                     if let Some(g) = st.nodegroups.get_mut(&ng) {
                         g.nodegroup.version = Some(v);
                     }
                 }
-                None => {
+                (None, Some(a)) => {
+                    if let Some(x) = st.addons.get_mut(&a) {
+                        x.addon.version = v;
+                    }
+                }
+                (None, None) => {
                     st.version = v;
                     st.status = "ACTIVE".into();
                 }
             }
         }
+        if ended {
+            // The subject is no longer being updated.
+            match (&out.status, subject) {
+                (_, UpdateSubject::Nodegroup(ng)) => {
+                    if let Some(g) = st.nodegroups.get_mut(ng) {
+                        if g.nodegroup.status == NodegroupStatus::Updating {
+                            g.nodegroup.status = NodegroupStatus::Active;
+                        }
+                    }
+                }
+                (_, UpdateSubject::Addon(a)) => {
+                    if let Some(x) = st.addons.get_mut(a) {
+                        if x.addon.status == AddonStatus::Updating {
+                            x.addon.status = AddonStatus::Active;
+                        }
+                    }
+                }
+                (UpdateStatus::Failed | UpdateStatus::Cancelled, UpdateSubject::Cluster) => {
+                    st.status = "ACTIVE".into();
+                }
+                _ => {}
+            }
+        }
         Ok(out)
+    }
+
+    async fn list_updates(&self, subject: UpdateSubject<'_>) -> Result<Vec<String>> {
+        let st = self.enter(format!("ListUpdates {}", subject_key(subject)))?;
+        let key = subject_key(subject);
+        Ok(st
+            .updates
+            .values()
+            .filter(|u| u.subject.as_deref() == Some(key.as_str()))
+            .map(|u| u.update.id.clone())
+            .collect())
+    }
+
+    async fn list_addons(&self) -> Result<Vec<String>> {
+        let st = self.enter("ListAddons".into())?;
+        Ok(st.addons.keys().cloned().collect())
+    }
+
+    async fn describe_addon(&self, name: &str) -> Result<Addon> {
+        let mut st = self.enter(format!("DescribeAddon {name}"))?;
+        let Some(a) = st.addons.get_mut(name) else {
+            return Err(not_found(
+                "DescribeAddon",
+                format!("add-on {}/{name}", self.cluster),
+                format!("No addon: {name} found in cluster: {}", self.cluster),
+            ));
+        };
+        if let Some(next) = a.script.pop_front() {
+            a.addon.status = next;
+        }
+        Ok(a.addon.clone())
+    }
+
+    async fn describe_addon_versions(&self, addon: &str, kubernetes_version: &str) -> Result<AddonVersions> {
+        let st = self.enter(format!("DescribeAddonVersions {addon} {kubernetes_version}"))?;
+        Ok(st
+            .addon_versions
+            .get(&(addon.to_string(), kubernetes_version.to_string()))
+            .cloned()
+            .unwrap_or_else(|| AddonVersions {
+                addon: addon.to_string(),
+                kubernetes_version: kubernetes_version.to_string(),
+                default_version: None,
+                versions: Vec::new(),
+            }))
+    }
+
+    async fn update_addon(&self, addon: &str, version: &str) -> Result<Update> {
+        let mut st = self.enter(format!("UpdateAddon {addon} {version}"))?;
+        let resource = format!("add-on {}/{addon}", self.cluster);
+        if !st.addons.contains_key(addon) {
+            return Err(not_found(
+                "UpdateAddon",
+                resource,
+                format!("No addon: {addon} found in cluster: {}", self.cluster),
+            ));
+        }
+        let subject = UpdateSubject::Addon(addon);
+        if let Some(id) = Self::in_progress(&st, subject) {
+            return Err(self.in_use(
+                "UpdateAddon",
+                resource,
+                format!("Addon {addon} cannot be updated because it has update {id} in progress"),
+            ));
+        }
+        let compatible = st
+            .addon_versions
+            .get(&(addon.to_string(), st.version.clone()))
+            .is_some_and(|v| v.versions.iter().any(|x| x == version));
+        if !compatible {
+            return Err(EksError::Api {
+                operation: "UpdateAddon",
+                resource,
+                code: "InvalidParameterException".into(),
+                message: "Addon version specified is not supported".into(),
+                status: Some(400),
+            });
+        }
+        if let Some(a) = st.addons.get_mut(addon) {
+            a.addon.status = AddonStatus::Updating;
+        }
+        Ok(self.new_update(&mut st, subject, Some(version.to_string())))
+    }
+
+    async fn list_insights(&self, kubernetes_version: Option<&str>) -> Result<Insights> {
+        let st = self.enter(format!("ListInsights {}", kubernetes_version.unwrap_or("-")))?;
+        if let Some(reason) = &st.insights_unavailable {
+            return Ok(Insights::Unavailable {
+                reason: reason.clone(),
+            });
+        }
+        Ok(Insights::Listed(
+            st.insights
+                .iter()
+                .map(|d| d.insight.clone())
+                .filter(|i| kubernetes_version.is_none_or(|v| i.kubernetes_version.as_deref() == Some(v)))
+                .collect(),
+        ))
+    }
+
+    async fn describe_insight(&self, id: &str) -> Result<InsightDetail> {
+        let st = self.enter(format!("DescribeInsight {id}"))?;
+        st.insights
+            .iter()
+            .find(|d| d.insight.id == id)
+            .cloned()
+            .ok_or_else(|| {
+                not_found(
+                    "DescribeInsight",
+                    format!("insight {id} of cluster {}", self.cluster),
+                    format!("No insight found for id: {id}"),
+                )
+            })
     }
 
     async fn find_self_managed_asg(&self, nodegroup: &str) -> Result<Option<AsgInfo>> {

@@ -1,6 +1,7 @@
 //! The coordinator's seam to EKS and Auto Scaling: the [`Eks`] trait the migration and upgrade steps
 //! drive (create the managed node group, remove the self-managed group's ASG, upgrade the control
-//! plane and node groups), its domain types, and the polling helpers that wait with backoff.
+//! plane, node groups and add-ons, read upgrade insights), its domain types, and the polling
+//! helpers that wait with backoff.
 //!
 //! [`aws`] is the one real implementation (aws-sdk-eks + aws-sdk-autoscaling); [`fake`] is an
 //! in-memory stand-in for tests.
@@ -124,6 +125,26 @@ impl EksError {
                 RETRYABLE_CODES.contains(&code.as_str()) || status.is_some_and(|s| s == 429 || s >= 500)
             }
             EksError::Transport { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the service said the operation is not there or not allowed for this caller (an
+    /// API a region does not offer, an unknown operation, access denied) — as opposed to a
+    /// missing resource or a failure.
+    pub fn is_unavailable_operation(&self) -> bool {
+        match self {
+            EksError::Api { code, status, .. } => {
+                matches!(
+                    code.as_str(),
+                    "UnknownOperationException"
+                        | "UnsupportedOperationException"
+                        | "UnsupportedOperation"
+                        | "InvalidAction"
+                        | "AccessDeniedException"
+                        | "AccessDenied"
+                ) || (*status == Some(404) && !self.is_not_found())
+            }
             _ => false,
         }
     }
@@ -252,6 +273,105 @@ pub struct Nodegroup {
     pub max_size: Option<i32>,
     /// Health issues, rendered `code: message`.
     pub health_issues: Vec<String>,
+    /// How many nodes an update may replace at once (`None` when EKS reports none).
+    pub update_config: Option<UpdateConfig>,
+}
+
+impl Nodegroup {
+    /// Nodes an update takes down at once: `maxUnavailable`, or `maxUnavailablePercentage` of the
+    /// desired size rounded up, at least 1 (EKS's default is 1).
+    pub fn max_unavailable_nodes(&self) -> u32 {
+        let desired = u32::try_from(self.desired_size.unwrap_or(0)).unwrap_or(0);
+        let n = match self.update_config {
+            Some(UpdateConfig {
+                max_unavailable: Some(n),
+                ..
+            }) => u32::try_from(n).unwrap_or(1),
+            Some(UpdateConfig {
+                max_unavailable_percentage: Some(p),
+                ..
+            }) => (desired * u32::try_from(p).unwrap_or(0)).div_ceil(100),
+            _ => 1,
+        };
+        n.max(1)
+    }
+
+    /// `maxUnavailable N` or `maxUnavailablePercentage P%`, as configured (`default (1)` when
+    /// unset), for messages.
+    pub fn update_config_text(&self) -> String {
+        match self.update_config {
+            Some(UpdateConfig {
+                max_unavailable: Some(n),
+                ..
+            }) => format!("maxUnavailable {n}"),
+            Some(UpdateConfig {
+                max_unavailable_percentage: Some(p),
+                ..
+            }) => format!("maxUnavailablePercentage {p}%"),
+            _ => "maxUnavailable default (1)".to_string(),
+        }
+    }
+}
+
+/// What an EKS update is about: DescribeUpdate and ListUpdates take the node group or add-on name
+/// for updates that are not the control plane's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpdateSubject<'a> {
+    /// The control plane (UpdateClusterVersion, UpdateClusterConfig).
+    Cluster,
+    /// A managed node group.
+    Nodegroup(&'a str),
+    /// A managed add-on.
+    Addon(&'a str),
+}
+
+impl UpdateSubject<'_> {
+    /// The node group, if this is a node group's update.
+    pub fn nodegroup(&self) -> Option<&str> {
+        match self {
+            UpdateSubject::Nodegroup(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The add-on, if this is an add-on's update.
+    pub fn addon(&self) -> Option<&str> {
+        match self {
+            UpdateSubject::Addon(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for UpdateSubject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateSubject::Cluster => f.write_str("control plane"),
+            UpdateSubject::Nodegroup(n) => write!(f, "nodegroup {n}"),
+            UpdateSubject::Addon(a) => write!(f, "add-on {a}"),
+        }
+    }
+}
+
+/// One error of a failed (or failing) update, as DescribeUpdate reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateErrorDetail {
+    /// The EKS error code, e.g. `PodEvictionFailure`, `NodeCreationFailure`.
+    pub code: String,
+    /// The EKS error message.
+    pub message: String,
+    /// What it is about: node names, instance ids, `namespace/pod` of pods EKS could not evict.
+    pub resource_ids: Vec<String>,
+}
+
+impl fmt::Display for UpdateErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if !self.resource_ids.is_empty() {
+            write!(f, " (resources: {})", self.resource_ids.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// An EKS update's status.
@@ -310,6 +430,223 @@ pub struct Update {
     pub kind: Option<String>,
     /// Errors EKS reported, rendered `code: message`.
     pub errors: Vec<String>,
+    /// The same errors with the resources EKS named.
+    pub error_details: Vec<UpdateErrorDetail>,
+    /// Its parameters as `(type, value)`, e.g. `("Version", "1.34")`, `("AddonVersion", …)`.
+    pub params: Vec<(String, String)>,
+}
+
+impl Update {
+    /// The value of parameter `kind` (`Version`, `ReleaseVersion`, `AddonVersion`, …).
+    pub fn param(&self, kind: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+// === Add-ons ===
+
+/// A managed add-on's lifecycle status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AddonStatus {
+    /// `CREATING`.
+    Creating,
+    /// `ACTIVE`.
+    Active,
+    /// `CREATE_FAILED`.
+    CreateFailed,
+    /// `UPDATING`.
+    Updating,
+    /// `DELETING`.
+    Deleting,
+    /// `DELETE_FAILED`.
+    DeleteFailed,
+    /// `DEGRADED`.
+    Degraded,
+    /// `UPDATE_FAILED`.
+    UpdateFailed,
+    /// A value this build does not know.
+    Other(String),
+}
+
+impl AddonStatus {
+    /// From the EKS wire value.
+    pub fn from_wire(s: &str) -> Self {
+        match s {
+            "CREATING" => Self::Creating,
+            "ACTIVE" => Self::Active,
+            "CREATE_FAILED" => Self::CreateFailed,
+            "UPDATING" => Self::Updating,
+            "DELETING" => Self::Deleting,
+            "DELETE_FAILED" => Self::DeleteFailed,
+            "DEGRADED" => Self::Degraded,
+            "UPDATE_FAILED" => Self::UpdateFailed,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// The EKS wire value.
+    pub fn as_wire(&self) -> &str {
+        match self {
+            Self::Creating => "CREATING",
+            Self::Active => "ACTIVE",
+            Self::CreateFailed => "CREATE_FAILED",
+            Self::Updating => "UPDATING",
+            Self::Deleting => "DELETING",
+            Self::DeleteFailed => "DELETE_FAILED",
+            Self::Degraded => "DEGRADED",
+            Self::UpdateFailed => "UPDATE_FAILED",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for AddonStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_wire())
+    }
+}
+
+/// A managed add-on, as DescribeAddon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addon {
+    /// The add-on name, e.g. `coredns`.
+    pub name: String,
+    /// Its version, e.g. `v1.11.4-eksbuild.2`.
+    pub version: String,
+    /// Its status.
+    pub status: AddonStatus,
+    /// Health issues, rendered `code: message`.
+    pub health_issues: Vec<String>,
+}
+
+/// The versions of an add-on that run on one Kubernetes minor (DescribeAddonVersions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddonVersions {
+    /// The add-on.
+    pub addon: String,
+    /// The Kubernetes `major.minor` asked about.
+    pub kubernetes_version: String,
+    /// The version EKS installs by default on that minor, if it names one.
+    pub default_version: Option<String>,
+    /// Every version compatible with that minor, as EKS lists them (newest first).
+    pub versions: Vec<String>,
+}
+
+// === Insights ===
+
+/// An insight's status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InsightStatus {
+    /// `PASSING`.
+    Passing,
+    /// `WARNING`.
+    Warning,
+    /// `ERROR`: EKS refuses UpdateClusterVersion (without `force`) while an upgrade-readiness
+    /// insight for the target version is in error.
+    Error,
+    /// `UNKNOWN`.
+    Unknown,
+    /// A value this build does not know.
+    Other(String),
+}
+
+impl InsightStatus {
+    /// From the EKS wire value.
+    pub fn from_wire(s: &str) -> Self {
+        match s {
+            "PASSING" => Self::Passing,
+            "WARNING" => Self::Warning,
+            "ERROR" => Self::Error,
+            "UNKNOWN" => Self::Unknown,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// The EKS wire value.
+    pub fn as_wire(&self) -> &str {
+        match self {
+            Self::Passing => "PASSING",
+            Self::Warning => "WARNING",
+            Self::Error => "ERROR",
+            Self::Unknown => "UNKNOWN",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for InsightStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_wire())
+    }
+}
+
+/// One upgrade insight, as ListInsights summarises it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Insight {
+    /// Its id (for DescribeInsight).
+    pub id: String,
+    /// Its name, e.g. `Deprecated APIs removed in Kubernetes v1.34`.
+    pub name: String,
+    /// `UPGRADE_READINESS`, `MISCONFIGURATION`, …
+    pub category: String,
+    /// The Kubernetes `major.minor` it is about.
+    pub kubernetes_version: Option<String>,
+    /// Its status.
+    pub status: InsightStatus,
+    /// Why it has that status.
+    pub reason: String,
+    /// What it checks.
+    pub description: String,
+}
+
+impl Insight {
+    /// Whether this insight is about deprecated Kubernetes APIs (DescribeInsight then lists the
+    /// API paths in use).
+    pub fn is_deprecated_apis(&self) -> bool {
+        self.name.to_ascii_lowercase().contains("deprecated api")
+    }
+}
+
+/// What ListInsights gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Insights {
+    /// The insights (possibly none).
+    Listed(Vec<Insight>),
+    /// The API is not available here (a region or partition without it, or the caller may not
+    /// use it): upgrade readiness is unknown, not failed.
+    Unavailable {
+        /// The error EKS gave, for the report.
+        reason: String,
+    },
+}
+
+/// One deprecated API in use, from an insight's details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprecatedApiUse {
+    /// The API path in use, e.g. `/apis/flowcontrol.apiserver.k8s.io/v1beta3/flowschemas`.
+    pub usage: String,
+    /// Its replacement.
+    pub replaced_with: Option<String>,
+    /// The Kubernetes version that stops serving it.
+    pub stop_serving_version: Option<String>,
+    /// The clients using it, rendered `user-agent (N requests in 30 days)`.
+    pub clients: Vec<String>,
+}
+
+/// One insight with its details (DescribeInsight).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsightDetail {
+    /// The summary.
+    pub insight: Insight,
+    /// What to do about it.
+    pub recommendation: String,
+    /// For deprecated-API insights: the APIs in use.
+    pub deprecations: Vec<DeprecatedApiUse>,
+    /// Kubernetes resources it names that are not passing, rendered `uri: status: reason`.
+    pub resources: Vec<String>,
 }
 
 /// A self-managed node group's Auto Scaling group.
@@ -576,7 +913,49 @@ pub trait Eks: Send + Sync {
         &self,
         update_id: &str,
         nodegroup: Option<&str>,
+    ) -> impl Future<Output = Result<Update>> + Send {
+        let subject = nodegroup.map_or(UpdateSubject::Cluster, UpdateSubject::Nodegroup);
+        self.describe_update_of(update_id, subject)
+    }
+
+    /// DescribeUpdate of the control plane's, a node group's or an add-on's update.
+    fn describe_update_of(
+        &self,
+        update_id: &str,
+        subject: UpdateSubject<'_>,
     ) -> impl Future<Output = Result<Update>> + Send;
+
+    /// ListUpdates: the ids of every update of `subject` (all pages), in the order EKS gives.
+    fn list_updates(&self, subject: UpdateSubject<'_>) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// ListAddons: the managed add-on names (all pages).
+    fn list_addons(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// DescribeAddon: version and status.
+    fn describe_addon(&self, name: &str) -> impl Future<Output = Result<Addon>> + Send;
+
+    /// DescribeAddonVersions for one add-on and Kubernetes `major.minor`: the default version
+    /// there and every compatible one.
+    fn describe_addon_versions(
+        &self,
+        addon: &str,
+        kubernetes_version: &str,
+    ) -> impl Future<Output = Result<AddonVersions>> + Send;
+
+    /// UpdateAddon to `version`, keeping configuration changed on the cluster
+    /// (`resolveConflicts: PRESERVE`); returns the update to poll.
+    fn update_addon(&self, addon: &str, version: &str) -> impl Future<Output = Result<Update>> + Send;
+
+    /// ListInsights of the `UPGRADE_READINESS` category (all pages), for one Kubernetes
+    /// `major.minor` when given. An API the region does not offer (or the caller may not use) is
+    /// [`Insights::Unavailable`], not an error.
+    fn list_insights(
+        &self,
+        kubernetes_version: Option<&str>,
+    ) -> impl Future<Output = Result<Insights>> + Send;
+
+    /// DescribeInsight: an insight with its details (deprecated APIs in use, resources).
+    fn describe_insight(&self, id: &str) -> impl Future<Output = Result<InsightDetail>> + Send;
 
     /// The Auto Scaling group of self-managed node group `nodegroup`: the one tagged
     /// `alpha.eksctl.io/nodegroup-name=<nodegroup>` and `kubernetes.io/cluster/<cluster>=owned`.
@@ -738,12 +1117,26 @@ pub async fn wait_update<E: Eks + ?Sized>(
     nodegroup: Option<&str>,
     opts: &WaitOptions,
 ) -> Result<Update> {
-    let subject = match nodegroup {
-        Some(ng) => format!("update {id} of nodegroup {}/{ng}", eks.cluster_name()),
-        None => format!("update {id} of cluster {}", eks.cluster_name()),
+    let subject = nodegroup.map_or(UpdateSubject::Cluster, UpdateSubject::Nodegroup);
+    wait_update_of(eks, id, subject, opts).await
+}
+
+/// Waits until update `id` of `subject` ends: `Successful` is returned; `Failed` or `Cancelled`
+/// end the wait with [`EksError::Failed`] carrying EKS's errors (call
+/// [`Eks::describe_update_of`] for the resources they name).
+pub async fn wait_update_of<E: Eks + ?Sized>(
+    eks: &E,
+    id: &str,
+    target: UpdateSubject<'_>,
+    opts: &WaitOptions,
+) -> Result<Update> {
+    let subject = match target {
+        UpdateSubject::Cluster => format!("update {id} of cluster {}", eks.cluster_name()),
+        UpdateSubject::Nodegroup(ng) => format!("update {id} of nodegroup {}/{ng}", eks.cluster_name()),
+        UpdateSubject::Addon(a) => format!("update {id} of add-on {}/{a}", eks.cluster_name()),
     };
     poll_until(&subject, opts, || async {
-        let u = eks.describe_update(id, nodegroup).await?;
+        let u = eks.describe_update_of(id, target).await?;
         match u.status {
             UpdateStatus::Successful => Ok(Poll::Done(u)),
             UpdateStatus::Failed | UpdateStatus::Cancelled => Err(EksError::Failed {
@@ -752,6 +1145,35 @@ pub async fn wait_update<E: Eks + ?Sized>(
                 detail: u.errors.join("; "),
             }),
             ref s => Ok(Poll::Pending(s.to_string())),
+        }
+    })
+    .await
+}
+
+/// Waits until add-on `name` has status `want`. `CREATE_FAILED`, `UPDATE_FAILED` and
+/// `DELETE_FAILED` (other than `want`) end the wait with [`EksError::Failed`].
+pub async fn wait_addon<E: Eks + ?Sized>(
+    eks: &E,
+    name: &str,
+    want: AddonStatus,
+    opts: &WaitOptions,
+) -> Result<Addon> {
+    let what = format!("add-on {}/{name} to be {want}", eks.cluster_name());
+    poll_until(&what, opts, || async {
+        let a = eks.describe_addon(name).await?;
+        if a.status == want {
+            Ok(Poll::Done(a))
+        } else if matches!(
+            a.status,
+            AddonStatus::CreateFailed | AddonStatus::UpdateFailed | AddonStatus::DeleteFailed
+        ) {
+            Err(EksError::Failed {
+                what: format!("add-on {}/{name}", eks.cluster_name()),
+                status: a.status.to_string(),
+                detail: a.health_issues.join("; "),
+            })
+        } else {
+            Ok(Poll::Pending(a.status.to_string()))
         }
     })
     .await

@@ -1,5 +1,9 @@
-//! The migration operation's state machine: a serde enum stored verbatim, and one pure transition
-//! function `next(state, event, now) -> (state, actions)`. No I/O, no clock: time is passed in.
+//! The operation state machine: a serde enum stored verbatim, and one pure transition function
+//! `next(state, event, now) -> (state, actions)` that drives either plan — a migration or a
+//! one-minor upgrade. No I/O, no clock: time is passed in.
+//!
+//! The plan is chosen by [`Event::Start`]; from then on every state names its step, and the step
+//! names its plan ([`Step::plan`]), so the stored state is all the machine needs.
 //!
 //! # Contract with the caller
 //!
@@ -15,14 +19,22 @@
 //! 3. **Tick.** The caller sends [`Event::Tick`] periodically (or when the earliest
 //!    `until`/`retry_at` comes due); it starts retries whose backoff has elapsed.
 //!
-//! Cancel before the drain ends rolls back (the agent's `Rollback`, then optionally
-//! `DeleteManagedNodegroup`); cancel after the drain is refused with a recorded event and the
-//! migration continues (DESIGN.md: "abort before step 6 completes = roll back").
+//! # Cancel
+//!
+//! - **Migration.** Cancel before the drain ends rolls back (the agent's `Rollback`, then
+//!   optionally `DeleteManagedNodegroup`); cancel after the drain is refused with a recorded event
+//!   and the migration continues (DESIGN.md: "abort before step 6 completes = roll back").
+//! - **Upgrade.** Nothing can be rolled back (EKS cannot take a control plane back a minor), so
+//!   cancel stops the operation after the step in flight: an agent step (read-only `Inventory`,
+//!   `Postflight`) is cancelled on the agent and the operation is [`OperationState::Cancelled`] at
+//!   once; a coordinator step (an EKS update that cannot be stopped) runs to its end in
+//!   [`OperationState::Cancelling`], its result is recorded, and then the operation is
+//!   `Cancelled`. A retry that was waiting is simply not run. Every cancel is recorded.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Runner, Step, MIGRATION};
+use crate::plan::{Plan, Runner, Step};
 
 /// Error code used when the drain reports success but the old group still has evictable pods.
 pub const OLD_GROUP_NOT_EMPTY: &str = "OLD_GROUP_NOT_EMPTY";
@@ -53,7 +65,7 @@ pub struct StepOutputs {
     pub detail: Option<String>,
 }
 
-/// Where a migration operation is. Stored verbatim; every variant is a resumable point.
+/// Where an operation is. Stored verbatim; every variant is a resumable point.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state")]
 pub enum OperationState {
@@ -94,7 +106,17 @@ pub enum OperationState {
         /// Set while waiting to retry: the attempt runs at this time.
         retry_at: Option<Timestamp>,
     },
-    /// Steps 1–8 done.
+    /// An upgrade was cancelled while a coordinator step was in flight: that step runs to its end
+    /// (its result is accepted and recorded), then the operation is `Cancelled`.
+    Cancelling {
+        /// The step in flight.
+        step: Step,
+        /// Its attempt.
+        attempt: u32,
+        /// When the attempt was issued.
+        started_at: Timestamp,
+    },
+    /// Every step of the plan done.
     Succeeded,
     /// A step failed for good. A failure before the drain ended can still be cancelled, which
     /// rolls back.
@@ -104,7 +126,8 @@ pub enum OperationState {
         /// Its last failure.
         error: StepFailure,
     },
-    /// Cancelled before it started: nothing was done.
+    /// Cancelled: before it started (nothing was done), or an upgrade stopped after the step that
+    /// was in flight (the event log says which steps ran).
     Cancelled,
     /// Cancelled and rolled back.
     RolledBack {
@@ -116,8 +139,11 @@ pub enum OperationState {
 /// Something that happened to an operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// Start the migration.
-    Start,
+    /// Start the operation with the first step of `plan`.
+    Start {
+        /// Migration or upgrade.
+        plan: Plan,
+    },
     /// The runner acknowledged it started (step, attempt).
     StepStarted {
         /// The step.
@@ -151,7 +177,8 @@ pub enum Event {
     Tick,
     /// The operator cancels.
     Cancel {
-        /// Whether the rollback also deletes the new managed group.
+        /// Migration: whether the rollback also deletes the new managed group (ignored by an
+        /// upgrade).
         delete_new_group: bool,
     },
     /// The cluster's agent stream closed.
@@ -199,7 +226,8 @@ pub enum Action {
         /// The attempt.
         attempt: u32,
     },
-    /// Ask the agent to stop (step, attempt); sent before the rollback step.
+    /// Ask the agent to stop (step, attempt): sent before a migration's rollback step, or when an
+    /// upgrade is cancelled during an agent step.
     CancelAgentStep {
         /// The step.
         step: Step,
@@ -246,6 +274,7 @@ impl OperationState {
                 retry_at: None,
                 ..
             } => Some((*step, *attempt)),
+            OperationState::Cancelling { step, attempt, .. } => Some((*step, *attempt)),
             _ => None,
         }
     }
@@ -257,6 +286,7 @@ impl OperationState {
             OperationState::Running { .. } => "running",
             OperationState::WaitingRetry { .. } => "waiting to retry",
             OperationState::RollingBack { .. } => "rolling back",
+            OperationState::Cancelling { .. } => "cancelling",
             OperationState::Succeeded => "succeeded",
             OperationState::Failed { .. } => "failed",
             OperationState::Cancelled => "cancelled",
@@ -273,10 +303,10 @@ pub fn next(state: &OperationState, event: &Event, now: Timestamp) -> (Operation
     use OperationState as S;
     match state {
         S::Pending => match event {
-            Event::Start => {
-                let step = MIGRATION[0];
+            Event::Start { plan } => {
+                let step = plan.first();
                 let actions = vec![
-                    record(format!("migration started: {step} (attempt 1)")),
+                    record(format!("{plan} started: {step} (attempt 1)")),
                     issue(step, 1, Issue::Fresh),
                 ];
                 (running(step, 1, now), actions)
@@ -306,6 +336,7 @@ pub fn next(state: &OperationState, event: &Event, now: Timestamp) -> (Operation
             };
             on_rolling_back(state, rb, event, now)
         }
+        S::Cancelling { step, attempt, .. } => on_cancelling(state, *step, *attempt, event),
         S::Failed { step, .. } => match event {
             Event::Cancel { delete_new_group } if step.can_roll_back_from() => {
                 begin_rollback(*step, *delete_new_group, now, Vec::new())
@@ -366,7 +397,8 @@ fn on_running(
                 }
                 None => {
                     actions.push(record(format!(
-                        "{step} succeeded (attempt {attempt}); migration succeeded"
+                        "{step} succeeded (attempt {attempt}); {} succeeded",
+                        step.plan()
                     )));
                     (OperationState::Succeeded, actions)
                 }
@@ -388,6 +420,33 @@ fn on_running(
             },
             now,
         ),
+        Event::Cancel { .. } if step.plan() == Plan::Upgrade => {
+            if step.runner() == Runner::Agent {
+                (
+                    OperationState::Cancelled,
+                    vec![
+                        Action::CancelAgentStep { step, attempt },
+                        record(format!(
+                            "cancelled during {step} (attempt {attempt}); the agent step is cancelled, no later step runs"
+                        )),
+                    ],
+                )
+            } else {
+                (
+                    OperationState::Cancelling {
+                        step,
+                        attempt,
+                        started_at: match state {
+                            OperationState::Running { started_at, .. } => *started_at,
+                            _ => now,
+                        },
+                    },
+                    vec![record(format!(
+                        "cancel requested during {step} (attempt {attempt}); an EKS update cannot be stopped or rolled back, so the upgrade stops when {step} ends"
+                    ))],
+                )
+            }
+        }
         Event::Cancel { delete_new_group } => {
             if step.can_roll_back_from() {
                 let mut actions = Vec::new();
@@ -432,12 +491,71 @@ fn on_waiting(
                 issue(step, attempt, Issue::Fresh),
             ],
         ),
+        Event::Cancel { .. } if step.plan() == Plan::Upgrade => (
+            OperationState::Cancelled,
+            vec![record(format!(
+                "cancelled while waiting to retry {step} (attempt {attempt} not run); no later step runs"
+            ))],
+        ),
         Event::Cancel { delete_new_group } if step.can_roll_back_from() => {
             begin_rollback(step, *delete_new_group, now, Vec::new())
         }
         Event::Cancel { .. } => {
             refuse_cancel(state, "the drain has ended; the migration cannot be rolled back")
         }
+        _ => unchanged(state),
+    }
+}
+
+/// An upgrade was cancelled during a coordinator step: wait for that step's result, record it,
+/// and stop.
+fn on_cancelling(
+    state: &OperationState,
+    step: Step,
+    attempt: u32,
+    event: &Event,
+) -> (OperationState, Vec<Action>) {
+    let current = |s: &Step, a: &u32| *s == step && *a == attempt;
+    match event {
+        Event::StepSucceeded {
+            step: s,
+            attempt: a,
+            outputs,
+        } if current(s, a) => (
+            OperationState::Cancelled,
+            vec![
+                Action::SaveOutputs {
+                    step,
+                    attempt,
+                    outputs: outputs.clone(),
+                },
+                record(format!(
+                    "{step} succeeded (attempt {attempt}); {} cancelled before {}",
+                    step.plan(),
+                    step.next()
+                        .map_or_else(|| "its end".to_string(), |n| n.to_string())
+                )),
+            ],
+        ),
+        Event::StepFailed {
+            step: s,
+            attempt: a,
+            code,
+            message,
+            ..
+        } if current(s, a) => (
+            OperationState::Cancelled,
+            vec![record(format!(
+                "{step} failed (attempt {attempt}): {code}: {message}; not retried, {} cancelled",
+                step.plan()
+            ))],
+        ),
+        Event::StepStarted { step: s, attempt: a } if current(s, a) => (
+            state.clone(),
+            vec![record(format!("{step} started (attempt {attempt})"))],
+        ),
+        Event::Cancel { .. } => refuse_cancel(state, "it is already stopping after the step in flight"),
+        Event::Resume => (state.clone(), vec![issue(step, attempt, Issue::Again)]),
         _ => unchanged(state),
     }
 }

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 
 use super::state::OLD_GROUP_NOT_EMPTY;
 use super::*;
-use crate::plan::{Runner, Step, MIGRATION};
+use crate::plan::{Plan, Runner, Step, MIGRATION};
 
 fn t0() -> Timestamp {
     Timestamp::from_second(1_800_000_000).expect("valid timestamp")
@@ -93,7 +93,13 @@ fn again(step: Step, attempt: u32) -> Action {
 
 /// Drives a fresh migration until `step` is running (attempt 1).
 fn run_until(step: Step) -> OperationState {
-    let (mut s, _) = next(&OperationState::Pending, &Event::Start, t0());
+    let (mut s, _) = next(
+        &OperationState::Pending,
+        &Event::Start {
+            plan: Plan::Migration,
+        },
+        t0(),
+    );
     for (i, st) in MIGRATION.iter().enumerate() {
         if *st == step {
             return s;
@@ -112,7 +118,13 @@ fn roundtrip(s: &OperationState) -> OperationState {
 
 #[test]
 fn happy_path_step_by_step() {
-    let (mut s, actions) = next(&OperationState::Pending, &Event::Start, t0());
+    let (mut s, actions) = next(
+        &OperationState::Pending,
+        &Event::Start {
+            plan: Plan::Migration,
+        },
+        t0(),
+    );
     assert_eq!(issued(&actions), [fresh(Step::CreateManagedNodegroup, 1)]);
     assert_eq!(s, running(Step::CreateManagedNodegroup, 1, t0()));
 
@@ -182,7 +194,16 @@ fn step_started_is_recorded_only_for_the_current_attempt() {
 #[test]
 fn start_twice_is_ignored() {
     let s = run_until(Step::Taint);
-    assert_eq!(next(&s, &Event::Start, at(99)), (s.clone(), vec![]));
+    assert_eq!(
+        next(
+            &s,
+            &Event::Start {
+                plan: Plan::Migration
+            },
+            at(99)
+        ),
+        (s.clone(), vec![])
+    );
 }
 
 // === dedup ===
@@ -233,7 +254,9 @@ fn terminal_states_ignore_results() {
             ok(Step::RestoreScale, 1),
             Event::Tick,
             Event::Resume,
-            Event::Start,
+            Event::Start {
+                plan: Plan::Migration,
+            },
         ] {
             assert_eq!(next(&s, &e, at(1)), (s.clone(), vec![]));
         }
@@ -828,7 +851,9 @@ fn random_event(rng: &mut StdRng, state: &OperationState, last: &Option<Event>) 
                 attempt: rng.random_range(1..4),
             }
         }
-        _ => Event::Start,
+        _ => Event::Start {
+            plan: Plan::Migration,
+        },
     }
 }
 
