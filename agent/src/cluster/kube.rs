@@ -54,8 +54,9 @@ pub const RBAC: &[ApiAccess] = &[
     ApiAccess {
         group: "",
         resource: "pods",
-        verbs: &["list"],
-        used_by: "pods(): SurgeScale, VerifyReady, Drain and RestoreScale find pods by node",
+        verbs: &["list", "watch"],
+        used_by: "pods(): SurgeScale, VerifyReady, Drain and RestoreScale find pods by node; \
+                  watch_pods(): Drain follows the pods of the nodes it is draining",
     },
     ApiAccess {
         group: "",
@@ -100,8 +101,9 @@ pub const RBAC: &[ApiAccess] = &[
     ApiAccess {
         group: "policy",
         resource: "poddisruptionbudgets",
-        verbs: &["list"],
-        used_by: "pdbs(): inventory (budgets allowing no disruption), Drain pacing, RestoreScale",
+        verbs: &["list", "watch"],
+        used_by: "pdbs(): inventory (budgets allowing no disruption), Drain, RestoreScale; \
+                  watch_pdbs(): Drain paces evictions by the budgets as they change",
     },
 ];
 
