@@ -603,7 +603,7 @@ impl Cluster for Killable<'_> {
     async fn pdbs(&self) -> CResult<Vec<PodDisruptionBudget>> {
         self.inner.pdbs().await
     }
-    fn watch_pods(&self, node: &str) -> WatchStream<Pod> {
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
         self.inner.watch_pods(node)
     }
     fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_agent::cluster::kube::RBAC;
-use futures::StreamExt;
 use flotilla_agent::cluster::{
     Cluster, DeploymentPatch, EventNote, EventType, Eviction, HpaPatch, KubeCluster, ObjectRef,
     Result as ClusterResult, WatchStream, Watched,
 };
 use flotilla_sim::fleet::{Fleet, FleetOptions};
 use flotilla_sim::scenario::Scenario;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
@@ -1477,7 +1477,7 @@ impl<C: Cluster> Cluster for Exercised<C> {
         self.note("pdbs");
         self.inner.pdbs().await
     }
-    fn watch_pods(&self, node: &str) -> WatchStream<Pod> {
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
         self.note("watch_pods");
         self.inner.watch_pods(node)
     }
@@ -1558,7 +1558,7 @@ async fn exercise<C: Cluster>(cluster: &C) {
     // A watch lists, then watches: poll past the list so that the watch request goes out too
     // (nothing needs to arrive on it; the timeout only bounds the wait).
     let node_name = node.metadata.name.clone().unwrap_or_default();
-    let mut pod_watch = cluster.watch_pods(&node_name);
+    let mut pod_watch = cluster.watch_pods(Some(&node_name));
     assert!(
         matches!(pod_watch.next().await, Some(Ok(Watched::Listed(_)))),
         "the pods on a node are listed first"

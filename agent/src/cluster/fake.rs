@@ -804,12 +804,12 @@ impl Cluster for FakeCluster {
             .collect())
     }
 
-    fn watch_pods(&self, node: &str) -> WatchStream<Pod> {
-        let node = node.to_string();
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
+        let node = node.map(str::to_string);
         self.watch(move |st| {
             st.pods
                 .iter()
-                .filter(|(_, p)| model::pod_node(p) == Some(node.as_str()))
+                .filter(|(_, p)| node.is_none() || model::pod_node(p) == node.as_deref())
                 .map(|(k, p)| (k.clone(), p.clone()))
                 .collect()
         })

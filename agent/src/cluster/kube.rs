@@ -473,17 +473,17 @@ impl Cluster for KubeCluster {
         .await
     }
 
-    fn watch_pods(&self, node: &str) -> WatchStream<Pod> {
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
         // `any_semantic`: the first list may come from the API server's watch cache.
-        let config = watcher::Config::default()
-            .fields(&format!("spec.nodeName={node}"))
-            .any_semantic()
-            .page_size(self.page);
-        watch(
-            Api::all(self.client.clone()),
-            config,
-            format!("watch pods on {node}"),
-        )
+        let config = watcher::Config::default().any_semantic().page_size(self.page);
+        let (config, what) = match node {
+            Some(n) => (
+                config.fields(&format!("spec.nodeName={n}")),
+                format!("watch pods on {n}"),
+            ),
+            None => (config, "watch pods".to_string()),
+        };
+        watch(Api::all(self.client.clone()), config, what)
     }
 
     fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {

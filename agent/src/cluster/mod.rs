@@ -232,8 +232,8 @@ pub trait Cluster: Send + Sync {
     ) -> impl Future<Output = Result<HorizontalPodAutoscaler>> + Send;
     /// PodDisruptionBudgets (policy/v1) in every namespace, with their status.
     fn pdbs(&self) -> impl Future<Output = Result<Vec<PodDisruptionBudget>>> + Send;
-    /// Watches the pods bound to `node` (a list, then every change).
-    fn watch_pods(&self, node: &str) -> WatchStream<Pod>;
+    /// Watches the pods bound to `node`, or every pod in the cluster (a list, then every change).
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod>;
     /// Watches PodDisruptionBudgets in every namespace, with their status.
     fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget>;
     /// Evicts a pod through the Eviction API (PodDisruptionBudgets honoured by the server).

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, SelectAll};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -671,7 +671,7 @@ async fn snapshot<C: Cluster>(cluster: &C, nodes: &[String]) -> Result<Snapshot,
     })
 }
 
-/// The pods of one draining node, as its watch shows them.
+/// The pods of one node the drain follows, as its watch shows them.
 #[derive(Debug, Default)]
 struct NodePods {
     /// The watch has delivered its first list.
@@ -683,6 +683,7 @@ struct NodePods {
 /// What the drain knows of the cluster, kept current by watches.
 #[derive(Debug, Default)]
 struct View {
+    /// The nodes followed: those being drained, and with one watch of every pod, those queued.
     nodes: BTreeMap<String, NodePods>,
     pdbs: BTreeMap<String, PodDisruptionBudget>,
     pdbs_listed: bool,
@@ -694,9 +695,44 @@ impl View {
         (planned.pod.clone(), (pod, planned))
     }
 
-    fn apply_pod(&mut self, node: &str, change: Watched<Pod>, params: &Params) {
+    /// Starts following `node` (its pods arrive with the next list).
+    fn follow(&mut self, node: &str) {
+        self.nodes.entry(node.to_string()).or_default();
+    }
+
+    /// A change from the watch of `node`'s pods, or (`None`) from the watch of every pod.
+    fn apply_pod(&mut self, node: Option<&str>, change: Watched<Pod>, params: &Params) {
+        let Some(node) = node else {
+            // One watch of every pod: hand each change to the node it is about.
+            match change {
+                Watched::Listed(pods) => {
+                    let mut by_node: BTreeMap<String, Vec<Pod>> =
+                        self.nodes.keys().map(|n| (n.clone(), Vec::new())).collect();
+                    for pod in pods {
+                        if let Some(list) = model::pod_node(&pod).and_then(|n| by_node.get_mut(n)) {
+                            list.push(pod);
+                        }
+                    }
+                    for (n, pods) in by_node {
+                        self.apply_pod(Some(&n), Watched::Listed(pods), params);
+                    }
+                }
+                Watched::Applied(pod) | Watched::Deleted(pod) if model::pod_node(&pod).is_none() => {
+                    let _ = pod; // not bound to a node yet: no drained node's concern
+                }
+                Watched::Applied(pod) => {
+                    let n = model::pod_node(&pod).unwrap_or_default().to_string();
+                    self.apply_pod(Some(&n), Watched::Applied(pod), params);
+                }
+                Watched::Deleted(pod) => {
+                    let n = model::pod_node(&pod).unwrap_or_default().to_string();
+                    self.apply_pod(Some(&n), Watched::Deleted(pod), params);
+                }
+            }
+            return;
+        };
         if !self.nodes.contains_key(node) {
-            return; // a node already done; its watch is being dropped
+            return; // a node not followed, or already done
         }
         match change {
             Watched::Listed(pods) => {
@@ -766,12 +802,12 @@ impl View {
         }
     }
 
-    /// The plan over the listed nodes' pods, by node then name.
-    fn planned(&self) -> Vec<&PlannedPod> {
+    /// The plan over the pods of the listed nodes among `active`, by node then name.
+    fn planned<T>(&self, active: &BTreeMap<String, T>) -> Vec<&PlannedPod> {
         self.nodes
-            .values()
-            .filter(|n| n.listed)
-            .flat_map(|n| n.pods.values().map(|(_, planned)| planned))
+            .iter()
+            .filter(|(name, n)| n.listed && active.contains_key(*name))
+            .flat_map(|(_, n)| n.pods.values().map(|(_, planned)| planned))
             .collect()
     }
 
@@ -790,6 +826,7 @@ enum CallResult {
 
 async fn send<C: Cluster>(cluster: &C, call: Call) -> (Call, CallResult) {
     let pod = call.pod().to_string();
+    tracing::trace!(pod = %pod, "evict sent");
     let (ns, name) = pod.split_once('/').unwrap_or(("", &pod));
     let result = match &call {
         Call::Evict { .. } => match cluster.evict(ns, name).await {
@@ -812,7 +849,8 @@ async fn send<C: Cluster>(cluster: &C, call: Call) -> (Call, CallResult) {
 struct Active {
     node: Node,
     started: Instant,
-    watch: futures::stream::AbortHandle,
+    /// The task forwarding the node's own pod watch, if it has one.
+    watch: Option<tokio::task::AbortHandle>,
 }
 
 /// How often progress is reported at most while evictions are under way.
@@ -844,7 +882,7 @@ impl<C: Cluster> Drain<'_, C> {
     }
 
     /// Cordons nodes from the queue up to the bound and starts watching their pods.
-    async fn admit(&mut self, feeds: &mut SelectAll<PodFeed>) -> Result<(), StepError> {
+    async fn admit(&mut self, feeds: &mut Feeds) -> Result<(), StepError> {
         let mut admitted = Vec::new();
         while self.active.len() + admitted.len() < self.p.concurrency {
             let Some(node) = self.queue.pop_front() else { break };
@@ -863,10 +901,8 @@ impl<C: Cluster> Drain<'_, C> {
             cordoned?;
             let name = model::name(&node.metadata).to_string();
             tracing::info!(node = %name, "draining");
-            let (feed, watch) = futures::stream::abortable(cluster.watch_pods(&name));
-            let tag = name.clone();
-            feeds.push(feed.map(move |ev| (tag.clone(), ev)).boxed());
-            self.view.nodes.insert(name.clone(), NodePods::default());
+            let watch = feeds.watch_node(cluster, &name);
+            self.view.follow(&name);
             self.active.insert(
                 name,
                 Active {
@@ -980,7 +1016,7 @@ impl<C: Cluster> Drain<'_, C> {
         // Pods left per node (to evict or terminating); refusals; new pods for the total.
         let mut left: BTreeMap<String, u64> = BTreeMap::new();
         {
-            let pl = self.view.planned();
+            let pl = self.view.planned(&self.active);
             let refused: Vec<RefusedPod> = pl
                 .iter()
                 .filter_map(|p| match &p.action {
@@ -1021,7 +1057,9 @@ impl<C: Cluster> Drain<'_, C> {
         let mut finished = Vec::new();
         for n in done {
             if let Some(a) = self.active.remove(&n) {
-                a.watch.abort();
+                if let Some(w) = a.watch {
+                    w.abort();
+                }
                 self.view.nodes.remove(&n);
                 tracing::info!(node = %n, secs = a.started.elapsed().as_secs_f64(), "drained");
                 finished.push(a.node);
@@ -1042,9 +1080,11 @@ impl<C: Cluster> Drain<'_, C> {
             .map(|(n, _)| n.clone())
             .collect();
         for n in timed_out {
-            let blockers = blockers_on(&self.view.planned(), &n, &self.pacing, now);
+            let blockers = blockers_on(&self.view.planned(&self.active), &n, &self.pacing, now);
             let Some(a) = self.active.remove(&n) else { continue };
-            a.watch.abort();
+            if let Some(w) = &a.watch {
+                w.abort();
+            }
             self.view.nodes.remove(&n);
             left.remove(&n);
             let waited = now.duration_since(a.started);
@@ -1077,7 +1117,7 @@ impl<C: Cluster> Drain<'_, C> {
         }
 
         let still: BTreeSet<String> = self.active.keys().cloned().collect();
-        let pl = self.view.planned();
+        let pl = self.view.planned(&self.active);
         let calls = schedule(
             &pl,
             self.view.pdbs.values(),
@@ -1161,7 +1201,85 @@ impl<C: Cluster> Drain<'_, C> {
     }
 }
 
-type PodFeed = futures::stream::BoxStream<'static, (String, crate::cluster::Result<Watched<Pod>>)>;
+/// A pod watch's change, tagged with its node (`None`: the watch of every pod).
+type PodChange = (Option<String>, crate::cluster::Result<Watched<Pod>>);
+
+/// Above this many nodes drained at once, the drain watches every pod in the cluster (keeping
+/// only the drained nodes') instead of each node's pods: every watch is a connection of its own
+/// (kube-rs speaks HTTP/1.1) and one more watcher the API server feeds each change to.
+pub const WATCH_PER_NODE_UP_TO: usize = 8;
+
+/// The watches, each read by its own task (decoding happens there, beside the drain), their
+/// changes sent on to the drain: budgets on one channel, pods on another, so a budget change
+/// never waits behind a burst of pod changes. Dropping it stops every watch.
+struct Feeds {
+    tasks: tokio::task::JoinSet<()>,
+    pods_tx: tokio::sync::mpsc::Sender<PodChange>,
+    pods: tokio::sync::mpsc::Receiver<PodChange>,
+    pdbs: tokio::sync::mpsc::Receiver<crate::cluster::Result<Watched<PodDisruptionBudget>>>,
+    /// One watch of every pod instead of one per node.
+    whole_cluster: bool,
+}
+
+/// Changes buffered per channel before a watch waits for the drain to catch up.
+const FEED_BUFFER: usize = 8192;
+
+impl Feeds {
+    fn new<C: Cluster>(cluster: &C, whole_cluster: bool) -> Feeds {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (pdbs_tx, pdbs) = tokio::sync::mpsc::channel(FEED_BUFFER);
+        let mut pdb_watch = cluster.watch_pdbs();
+        tasks.spawn(async move {
+            while let Some(change) = pdb_watch.next().await {
+                if pdbs_tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (pods_tx, pods) = tokio::sync::mpsc::channel(FEED_BUFFER);
+        let mut feeds = Feeds {
+            tasks,
+            pods_tx,
+            pods,
+            pdbs,
+            whole_cluster,
+        };
+        if whole_cluster {
+            feeds.forward(cluster.watch_pods(None), None);
+        }
+        feeds
+    }
+
+    fn forward(
+        &mut self,
+        mut watch: crate::cluster::WatchStream<Pod>,
+        node: Option<String>,
+    ) -> tokio::task::AbortHandle {
+        let tx = self.pods_tx.clone();
+        // Forget watches already stopped.
+        while self.tasks.try_join_next().is_some() {}
+        self.tasks.spawn(async move {
+            while let Some(change) = watch.next().await {
+                if tx.send((node.clone(), change)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Starts watching the pods of `node`, unless every pod is watched already; abort the
+    /// handle to stop.
+    fn watch_node<C: Cluster>(&mut self, cluster: &C, node: &str) -> Option<tokio::task::AbortHandle> {
+        if self.whole_cluster {
+            return None;
+        }
+        Some(self.forward(cluster.watch_pods(Some(node)), Some(node.to_string())))
+    }
+}
+
+/// Pod changes taken in at most before the drain decides again (budget changes and answers are
+/// always all taken in first).
+const POD_BATCH: usize = 256;
 
 /// A watch error: fatal unless retrying may help (the watch goes on by itself).
 fn watch_error(e: ClusterError) -> Result<(), StepError> {
@@ -1185,7 +1303,6 @@ pub async fn run<C: Cluster>(
         .iter()
         .map(|n| model::name(&n.metadata).to_string())
         .collect();
-    let mut pdb_feed = cluster.watch_pdbs();
 
     // Refuse up front, before cordoning anything, if some pod needs a flag.
     let first = snapshot(cluster, &names).await?;
@@ -1237,10 +1354,25 @@ pub async fn run<C: Cluster>(
         notes: Vec::new(),
         last_report: None,
     };
-    let mut feeds: SelectAll<PodFeed> = SelectAll::new();
+    let whole_cluster = p.concurrency > WATCH_PER_NODE_UP_TO;
+    let mut feeds = Feeds::new(cluster, whole_cluster);
+    if whole_cluster {
+        // Every node of the group is followed from the start, so a node admitted later is
+        // known at once.
+        for n in &names {
+            d.view.follow(n);
+        }
+    }
     let mut calls = FuturesUnordered::new();
     // Events go out beside the drain; they are best effort and never hold it up.
     let mut side = FuturesUnordered::new();
+    let pdbs_ended = || -> StepError {
+        ClusterError::Transport {
+            what: "watch poddisruptionbudgets".into(),
+            message: "the watch ended".into(),
+        }
+        .into()
+    };
 
     let result: Result<(), StepError> = async {
         let mut news: u64 = 0;
@@ -1266,52 +1398,58 @@ pub async fn run<C: Cluster>(
                 return Ok(());
             }
 
-            // Wait for news — an answer, a pod or budget change — or the next timer.
+            // Wait for news — a budget change, an answer, a pod change — or the next timer.
             let wake = d.next_wake(Instant::now());
             tokio::select! {
-                Some((call, result)) = calls.next(), if !calls.is_empty() => d.answered(call, result)?,
-                Some((node, change)) = feeds.next(), if !feeds.is_empty() => match change {
-                    Ok(change) => d.view.apply_pod(&node, change, p),
-                    Err(e) => watch_error(e)?,
-                },
-                change = pdb_feed.next() => match change {
+                biased;
+                change = feeds.pdbs.recv() => match change {
                     Some(Ok(change)) => d.view.apply_pdb(change, p, &mut d.pacing),
                     Some(Err(e)) => watch_error(e)?,
-                    None => return Err(ClusterError::Transport {
-                        what: "watch poddisruptionbudgets".into(),
-                        message: "the watch ended".into(),
-                    }.into()),
+                    None => return Err(pdbs_ended()),
+                },
+                Some((call, result)) = calls.next(), if !calls.is_empty() => d.answered(call, result)?,
+                Some((node, change)) = feeds.pods.recv() => match change {
+                    Ok(change) => d.view.apply_pod(node.as_deref(), change, p),
+                    Err(e) => watch_error(e)?,
                 },
                 Some(()) = side.next(), if !side.is_empty() => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
             news += 1;
-            // Take in everything else already there before deciding again.
+            // Take in what else is already there before deciding again: every budget change
+            // and answer, pod changes up to a batch.
+            let mut pods_taken = 0;
             loop {
                 let mut any = false;
+                loop {
+                    match feeds.pdbs.try_recv() {
+                        Ok(Ok(change)) => d.view.apply_pdb(change, p, &mut d.pacing),
+                        Ok(Err(e)) => watch_error(e)?,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return Err(pdbs_ended()),
+                    }
+                    any = true;
+                    news += 1;
+                }
                 while let Some(Some((call, result))) = calls.next().now_or_never() {
                     d.answered(call, result)?;
                     any = true;
                     news += 1;
                 }
-                while let Some(Some((node, change))) = feeds.next().now_or_never() {
+                while pods_taken < POD_BATCH {
+                    let Ok((node, change)) = feeds.pods.try_recv() else {
+                        break;
+                    };
                     match change {
-                        Ok(change) => d.view.apply_pod(&node, change, p),
+                        Ok(change) => d.view.apply_pod(node.as_deref(), change, p),
                         Err(e) => watch_error(e)?,
                     }
-                    any = true;
-                    news += 1;
-                }
-                while let Some(Some(change)) = pdb_feed.next().now_or_never() {
-                    match change {
-                        Ok(change) => d.view.apply_pdb(change, p, &mut d.pacing),
-                        Err(e) => watch_error(e)?,
-                    }
+                    pods_taken += 1;
                     any = true;
                     news += 1;
                 }
                 while let Some(Some(())) = side.next().now_or_never() {}
-                if !any {
+                if !any || pods_taken >= POD_BATCH {
                     break;
                 }
             }

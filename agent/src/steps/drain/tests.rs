@@ -295,6 +295,24 @@ async fn drains_every_old_node_without_violating_budgets() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn many_nodes_at_once_share_one_watch_of_every_pod() {
+    let fake = migrating().await;
+    fake.add_node("old-3", "ng-old", GroupKind::SelfManaged, 8000, 30);
+    let p = Params {
+        concurrency: WATCH_PER_NODE_UP_TO + 1,
+        ..fast("ng-old")
+    };
+    let progress = Mutex::new(Vec::new());
+    let out = run(&fake, &p, &progress).await.expect("drain");
+    assert_eq!(out.drained.len(), 3);
+    assert_eq!(out.evicted, 6);
+    assert!(evictable_on_old(&fake).is_empty());
+    assert!(fake.state().min_available["shop/web"] >= 4);
+    let reports = progress.lock().expect("progress");
+    assert!(reports.last().is_some_and(|r| r.done == r.total && r.total == 6));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_pod_without_a_controller_is_refused_before_anything_changes() {
     let fake = migrating().await;
     fake.add_bare_pod("shop", "debug", "old-1", false);
