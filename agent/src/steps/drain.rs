@@ -889,20 +889,26 @@ impl<C: Cluster> Drain<'_, C> {
             admitted.push(node);
         }
         let cluster = self.cluster;
-        let cordons = futures::future::join_all(admitted.iter().map(|node| async move {
-            if modify_node(cluster, node, cordon).await? {
+        // The pods' watches start listing while the nodes are cordoned; nothing is evicted
+        // before a node is cordoned (it is not active before).
+        let watches: Vec<_> = admitted
+            .iter()
+            .map(|node| {
+                let name = model::name(&node.metadata);
+                self.view.follow(name);
+                feeds.watch_node(cluster, name)
+            })
+            .collect();
+        let cordons =
+            futures::future::join_all(admitted.iter().map(|node| modify_node(cluster, node, cordon))).await;
+        for ((node, cordoned), watch) in admitted.into_iter().zip(cordons).zip(watches) {
+            if cordoned? {
                 let msg = "Flotilla migration: cordoned; evicting pods";
-                events::normal(cluster, ObjectRef::node(node), "FlotillaDraining", msg).await;
+                let note = events::note(ObjectRef::node(&node), EventType::Normal, "FlotillaDraining", msg);
+                self.notes.push(note);
             }
-            Ok::<_, StepError>(())
-        }))
-        .await;
-        for (node, cordoned) in admitted.into_iter().zip(cordons) {
-            cordoned?;
             let name = model::name(&node.metadata).to_string();
             tracing::info!(node = %name, "draining");
-            let watch = feeds.watch_node(cluster, &name);
-            self.view.follow(&name);
             self.active.insert(
                 name,
                 Active {
@@ -1304,9 +1310,27 @@ pub async fn run<C: Cluster>(
         .map(|n| model::name(&n.metadata).to_string())
         .collect();
 
+    let whole_cluster = p.concurrency > WATCH_PER_NODE_UP_TO;
+    let mut feeds = Feeds::new(cluster, whole_cluster);
+    let mut view = View::default();
+
     // Refuse up front, before cordoning anything, if some pod needs a flag.
     let first = snapshot(cluster, &names).await?;
     let first_plan = plan(&first, p);
+    if whole_cluster {
+        // With one watch of every pod, every node is followed from the start, seeded with
+        // these lists until the watch's own arrives, so no node waits for the whole cluster's.
+        let mut by_node: BTreeMap<&str, Vec<Pod>> = names.iter().map(|n| (n.as_str(), Vec::new())).collect();
+        for pod in first.pods {
+            if let Some(list) = model::pod_node(&pod).and_then(|n| by_node.get_mut(n)) {
+                list.push(pod);
+            }
+        }
+        for (n, pods) in by_node {
+            view.follow(n);
+            view.apply_pod(Some(n), Watched::Listed(pods), p);
+        }
+    }
     let refused = first_plan.refused();
     if !refused.is_empty() {
         return Err(StepError::DrainRefused { refused });
@@ -1330,13 +1354,11 @@ pub async fn run<C: Cluster>(
     {
         *queued_pods.entry(x.node.clone()).or_default() += 1;
     }
-    drop(first);
-
     let mut d = Drain {
         cluster,
         p,
         progress,
-        view: View::default(),
+        view,
         pacing: Pacing::default(),
         queue: nodes.into_iter().collect(),
         active: BTreeMap::new(),
@@ -1354,15 +1376,6 @@ pub async fn run<C: Cluster>(
         notes: Vec::new(),
         last_report: None,
     };
-    let whole_cluster = p.concurrency > WATCH_PER_NODE_UP_TO;
-    let mut feeds = Feeds::new(cluster, whole_cluster);
-    if whole_cluster {
-        // Every node of the group is followed from the start, so a node admitted later is
-        // known at once.
-        for n in &names {
-            d.view.follow(n);
-        }
-    }
     let mut calls = FuturesUnordered::new();
     // Events go out beside the drain; they are best effort and never hold it up.
     let mut side = FuturesUnordered::new();

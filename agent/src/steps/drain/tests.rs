@@ -298,10 +298,17 @@ async fn drains_every_old_node_without_violating_budgets() {
 async fn many_nodes_at_once_share_one_watch_of_every_pod() {
     let fake = migrating().await;
     fake.add_node("old-3", "ng-old", GroupKind::SelfManaged, 8000, 30);
+    fake.add_bare_pod("shop", "debug", "old-3", false);
     let p = Params {
         concurrency: WATCH_PER_NODE_UP_TO + 1,
         ..fast("ng-old")
     };
+    // The refusal comes from the watch's first list, before anything changes.
+    let writes = fake.state().writes;
+    let err = run(&fake, &p, &NoProgress).await.unwrap_err();
+    assert!(err.to_string().contains("shop/debug on old-3"), "{err}");
+    assert_eq!(fake.state().writes, writes, "nothing cordoned or evicted");
+    fake.state().pods.remove("shop/debug");
     let progress = Mutex::new(Vec::new());
     let out = run(&fake, &p, &progress).await.expect("drain");
     assert_eq!(out.drained.len(), 3);
