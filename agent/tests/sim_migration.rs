@@ -10,7 +10,7 @@ use std::time::Duration;
 use flotilla_agent::cluster::{
     Cluster, DeploymentPatch, EventNote, Eviction, HpaPatch, KubeCluster, Result as CResult, WatchStream,
 };
-use flotilla_agent::local::{self, MigrateOptions, Outcome};
+use flotilla_agent::local::{self, MigrateOptions, Outcome, RollbackState};
 use flotilla_agent::model;
 use flotilla_agent::steps::drain::{self, OnBlocked};
 use flotilla_agent::steps::{
@@ -449,15 +449,23 @@ async fn each_step_leaves_its_marks_in_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_that_never_allows_fails_naming_pod_and_pdb() {
     let sim = start(stuck_scenario()).await;
+    // --no-rollback: the cluster stays as the drain left it, for a re-run.
     let opts = MigrateOptions {
         node_timeout: Duration::from_secs(4),
+        rollback: false,
         ..options()
     };
     let report = local::migrate(&sim.cluster, "sim-1", &opts, &NoProgress).await;
-    let Outcome::Failed { step, error } = &report.outcome else {
+    let Outcome::Failed {
+        step,
+        error,
+        rollback,
+    } = &report.outcome
+    else {
         panic!("{}", report.render_text())
     };
     assert_eq!(*step, StepKind::Drain);
+    assert_eq!(*rollback, RollbackState::Kept);
     assert_eq!(error.code, "DRAIN_BLOCKED");
     let StepError::DrainBlocked { blockers, .. } = &error.error else {
         panic!("{error:?}")
@@ -548,6 +556,65 @@ async fn force_after_deletes_despite_the_budget_and_records_it() {
         .render_text()
         .contains("deleted despite PodDisruptionBudget shop/cache"));
     assert_restored(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_mid_drain_the_migration_is_rolled_back() {
+    let sim = start(scenario()).await;
+    // An operator's Ctrl-C once the drain has evicted a few pods.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let fleet_cluster = Arc::clone(sim.fleet.cluster("sim-1").expect("sim-1"));
+    let interrupt = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while fleet_cluster.lock().stats().stats().evictions_allowed < 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.cancel();
+        })
+    };
+    let report = local::migrate_until(&sim.cluster, "sim-1", &options(), &NoProgress, &stop).await;
+    interrupt.abort();
+    let Outcome::Failed {
+        step,
+        error,
+        rollback,
+    } = &report.outcome
+    else {
+        panic!("{}", report.render_text())
+    };
+    assert_eq!(*step, StepKind::Drain, "{}", report.render_text());
+    assert_eq!(error.code, "CANCELLED");
+    assert_eq!(*rollback, RollbackState::Done, "{}", report.render_text());
+    let rolled = report.rollback().expect("rollback output");
+    assert_eq!(rolled.nodes.len(), 4, "{rolled:?}");
+    assert_eq!(rolled.restored.deployments.len(), ORIGINAL.len());
+    assert!(
+        report
+            .render_text()
+            .contains("Rolled back: 4 node(s) untainted and uncordoned"),
+        "{}",
+        report.render_text()
+    );
+    // The old nodes take pods again: no taint, label, cordon or Flotilla annotation left.
+    for n in sim.nodes("ng-old").await {
+        let spec = n.spec.clone().unwrap_or_default();
+        assert_ne!(spec.unschedulable, Some(true), "{:?}", n.metadata.name);
+        assert!(spec
+            .taints
+            .unwrap_or_default()
+            .iter()
+            .all(|t| t.key != model::DEFAULT_TAINT_KEY));
+        assert_eq!(model::label(&n.metadata, model::EXCLUDE_LB_LABEL), None);
+        assert_eq!(model::annotation(&n.metadata, model::CORDONED_ANNOTATION), None);
+        assert_eq!(
+            model::annotation(&n.metadata, model::ADDED_LABELS_ANNOTATION),
+            None
+        );
+    }
+    assert_restored(&sim).await;
+    sim.assert_zero_downtime();
+    assert_eq!(sim.events("FlotillaRolledBack").await.len(), 4);
 }
 
 /// A [`Cluster`] that forwards to the real one and hangs forever at the n-th write: an agent
