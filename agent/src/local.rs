@@ -511,10 +511,11 @@ async fn migrate_inner<C: Cluster>(
     for step in opts.steps(new_nodes) {
         let t = Instant::now();
         let result = tokio::select! {
-            r = step.run(cluster, cluster_name, progress) => r,
+            biased;
             () = stop.cancelled() => Err(StepError::Cancelled {
                 reason: "the migration was interrupted".into(),
             }),
+            r = step.run(cluster, cluster_name, progress) => r,
         };
         let elapsed = t.elapsed();
         match result {

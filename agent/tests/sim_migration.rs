@@ -617,6 +617,97 @@ async fn interrupted_mid_drain_the_migration_is_rolled_back() {
     assert_eq!(sim.events("FlotillaRolledBack").await.len(), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_the_new_nodes_do_not_admit_is_refused_naming_each_deployment_and_why() {
+    // ng-new is dedicated (taint dedicated=infra:NoSchedule) and no workload tolerates it.
+    let mut s = scenario();
+    s.node_groups[1].taints.push(TaintSpec {
+        key: "dedicated".into(),
+        value: "infra".into(),
+        effect: TaintEffect::NoSchedule,
+    });
+    let sim = start(s).await;
+    let report = local::migrate(&sim.cluster, "sim-1", &options(), &NoProgress).await;
+    let Outcome::Failed {
+        step,
+        error,
+        rollback,
+    } = &report.outcome
+    else {
+        panic!("{}", report.render_text())
+    };
+    // The group's own taint does not keep WaitNodesReady waiting; SurgeScale refuses.
+    assert_eq!(*step, StepKind::SurgeScale, "{}", report.render_text());
+    assert_eq!(error.code, "INSUFFICIENT_CAPACITY");
+    assert_eq!(*rollback, RollbackState::Done);
+    let StepError::InsufficientCapacity { unplaced, .. } = &error.error else {
+        panic!("{error:?}")
+    };
+    let named: Vec<&str> = unplaced.iter().filter_map(|u| u.split(' ').next()).collect();
+    for d in ["shop/api", "shop/cache", "shop/web", "shop/worker"] {
+        assert!(named.contains(&d), "{d} named in {unplaced:?}");
+    }
+    assert!(
+        unplaced
+            .iter()
+            .all(|u| u.contains("4 node(s): taint dedicated=infra:NoSchedule not tolerated")),
+        "{unplaced:?}"
+    );
+    // Nothing was scaled or annotated.
+    assert_restored(&sim).await;
+    assert!(sim.events("FlotillaSurgeScaled").await.is_empty());
+
+    // Without the taint, a required node affinity no new node matches names only its Deployment.
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    for mut n in sim.nodes("ng-new").await {
+        if let Some(t) = n.spec.as_mut().and_then(|s| s.taints.as_mut()) {
+            t.retain(|t| t.key != "dedicated");
+        }
+        nodes
+            .replace(model::name(&n.metadata), &Default::default(), &n)
+            .await
+            .expect("untaint ng-new");
+    }
+    let api: Api<Deployment> = Api::namespaced(sim.client.clone(), "shop");
+    let affinity = serde_json::json!({"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {
+    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}]}
+    ]}}}}}}});
+    api.patch(
+        "api",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&affinity),
+    )
+    .await
+    .expect("patch api");
+    taint::run(&sim.cluster, &taint::Params::new("ng-old"), &NoProgress)
+        .await
+        .expect("taint");
+    let err = surge_scale::run(
+        &sim.cluster,
+        &surge_scale::Params::new("ng-old", "ng-new", Default::default()),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err();
+    let StepError::InsufficientCapacity { unplaced, .. } = &err else {
+        panic!("{err:?}")
+    };
+    // 3 surge pods, and the rollout's first new pod, already Pending for the same reason.
+    assert_eq!(
+        unplaced,
+        &vec![
+            "shop/api (4 pod(s)): no node of ng-new admits its pods (4 node(s): required node affinity \
+             (kubernetes.io/os In (windows)) not matched)"
+                .to_string()
+        ]
+    );
+    assert_eq!(
+        model::deployment_replicas(&sim.deployments().await["shop/web"]),
+        4
+    );
+}
+
 /// A [`Cluster`] that forwards to the real one and hangs forever at the n-th write: an agent
 /// killed at that point (the test drops the future).
 struct Killable<'a> {

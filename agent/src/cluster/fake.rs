@@ -24,6 +24,7 @@ use super::{
     Cluster, ClusterError, DeploymentPatch, EventNote, Eviction, HpaPatch, Result, WatchStream, Watched,
 };
 use crate::model::{self, GroupKind};
+use crate::placement::Placement;
 
 /// Everything the fake cluster holds; tests may read and change it through [`FakeCluster::state`].
 #[derive(Debug, Default)]
@@ -491,7 +492,9 @@ impl FakeState {
         }
     }
 
-    fn schedulable_node(&self) -> Option<String> {
+    /// The least loaded node a pod asking `placement` may go to (taints, tolerations,
+    /// nodeSelector and affinity as the scheduler filters them; a pod count for capacity).
+    fn schedulable_node(&self, placement: &Placement) -> Option<String> {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for p in self.pods.values() {
             if let Some(n) = model::pod_node(p) {
@@ -500,7 +503,7 @@ impl FakeState {
         }
         self.nodes
             .values()
-            .filter(|n| model::node_unschedulable_reason(n).is_none())
+            .filter(|n| placement.refusal(n).is_none())
             .filter(|n| {
                 let cap = model::node_allocatable(n).pods as usize;
                 counts.get(model::name(&n.metadata)).copied().unwrap_or(0) < cap
@@ -540,8 +543,14 @@ impl FakeState {
                 .filter(|(_, p)| owned(p) && model::pod_node(p).is_none())
                 .map(|(k, _)| k.clone())
                 .collect();
+            let placement = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(Placement::of)
+                .unwrap_or_default();
             for pk in pending {
-                if let Some(node) = self.schedulable_node() {
+                if let Some(node) = self.schedulable_node(&placement) {
                     let ready = !self.never_ready.contains(&key);
                     let old = self.pods[&pk].clone();
                     let pod = ready_pod(
@@ -565,7 +574,7 @@ impl FakeState {
             while (mine.len() as i32) < want {
                 self.next_id += 1;
                 let pod_name = format!("{name}-{}", self.next_id);
-                let node = self.schedulable_node().unwrap_or_default();
+                let node = self.schedulable_node(&placement).unwrap_or_default();
                 let owner = OwnerReference {
                     api_version: "apps/v1".into(),
                     kind: "ReplicaSet".into(),
