@@ -270,10 +270,13 @@ fn secs(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()))
 }
 
+/// Per Deployment: its evictions, its replacements becoming Ready, its budget rising.
+type Times = (Vec<Duration>, Vec<Duration>, Vec<Duration>);
+
 impl Timeline {
     /// Lines saying where the wall time went, against the ideal the lower limit assumes.
     fn breakdown(&self, wall: Duration) -> Vec<String> {
-        let mut by_app: BTreeMap<&str, (Vec<Duration>, Vec<Duration>, Vec<Duration>)> = BTreeMap::new();
+        let mut by_app: BTreeMap<&str, Times> = BTreeMap::new();
         for (at, app) in &self.evictions {
             by_app.entry(app).or_default().0.push(*at);
         }
