@@ -637,6 +637,10 @@ pub fn cordon(node: &mut Node) -> bool {
     true
 }
 
+/// Why a pod is left when its budgets are spent by evictions of this drain still under way.
+const WAITING: &str = "waiting for its PodDisruptionBudget (evictions under way)";
+
+/// Each pod left on `node` and what holds it.
 fn blockers_on(pods: &[&PlannedPod], node: &str, pacing: &Pacing, now: Instant) -> Vec<Blocker> {
     pods.iter()
         .filter(|p| p.node == node && matches!(p.action, Action::Evict | Action::Wait))
@@ -645,6 +649,13 @@ fn blockers_on(pods: &[&PlannedPod], node: &str, pacing: &Pacing, now: Instant) 
             let since = pacing.blocked_since(&p.pod, &p.pdbs);
             let (reason, pdbs, for_) = match (&p.action, track, since) {
                 (Action::Wait, _, _) => ("terminating".to_string(), Vec::new(), Duration::ZERO),
+                // Its budgets are at zero only through this drain's own evictions, which their
+                // status does not show yet: it is next in line, not blocked.
+                (_, Some(t), Some(_))
+                    if !t.pdbs.is_empty() && t.pdbs.iter().all(|b| pacing.unconfirmed(b) > 0) =>
+                {
+                    (WAITING.to_string(), t.pdbs.clone(), Duration::ZERO)
+                }
                 (_, Some(t), Some(since)) => (t.reason.clone(), t.pdbs.clone(), now.duration_since(since)),
                 _ => ("eviction pending".to_string(), Vec::new(), Duration::ZERO),
             };
@@ -1140,7 +1151,7 @@ impl<C: Cluster> Drain<'_, C> {
             let blockers: Vec<Blocker> = still
                 .iter()
                 .flat_map(|n| blockers_on(&pl, n, &self.pacing, now))
-                .filter(|b| b.reason != "eviction pending" && b.reason != "terminating")
+                .filter(|b| !matches!(b.reason.as_str(), "eviction pending" | "terminating" | WAITING))
                 .collect();
             drop(pl);
             self.report(left.values().sum(), blockers, now);
