@@ -36,7 +36,8 @@ pub enum OnBlocked {
     /// Fail the step when a node is not empty by the per-node timeout (the default).
     #[default]
     Fail,
-    /// Delete a pod despite its PDB once it has been blocked this long (recorded loudly).
+    /// Delete a pod despite its PDB once it has been blocked this long — with none of its
+    /// budgets letting any eviction through meanwhile (recorded loudly).
     ForceAfter(Duration),
     /// Leave the node cordoned, report it, and go on with the other nodes.
     SkipNode,
@@ -883,6 +884,9 @@ struct Drain<'a, C> {
     queued_pods: BTreeMap<String, u64>,
     /// Events to record (sent beside the drain, not waited for).
     notes: Vec<EventNote>,
+    /// Pods being deleted despite their budget, as Events name them (the pod may be gone from
+    /// the view by the time the deletion is answered).
+    forcing: BTreeMap<String, ObjectRef>,
     last_report: Option<Instant>,
 }
 
@@ -980,7 +984,7 @@ impl<C: Cluster> Drain<'_, C> {
                     let node = ObjectRef::node(&a.node);
                     self.warn(node, "FlotillaForcedDeletion", msg.clone());
                 }
-                if let Some(pod) = self.view.pod(&f.node, &f.pod).map(ObjectRef::pod) {
+                if let Some(pod) = self.forcing.remove(&f.pod) {
                     self.warn(pod, "FlotillaForcedDeletion", msg);
                 }
                 self.out.forced.push(f);
@@ -1143,6 +1147,13 @@ impl<C: Cluster> Drain<'_, C> {
             &mut self.pacing,
             now,
         );
+        for c in &calls {
+            if let Call::ForceDelete { pod, node, .. } = c {
+                if let Some(r) = self.view.pod(node, pod).map(ObjectRef::pod) {
+                    self.forcing.insert(pod.clone(), r);
+                }
+            }
+        }
         let due = !calls.is_empty()
             || self
                 .last_report
@@ -1385,6 +1396,7 @@ pub async fn run<C: Cluster>(
         seen,
         queued_pods,
         notes: Vec::new(),
+        forcing: BTreeMap::new(),
         last_report: None,
     };
     let mut calls = FuturesUnordered::new();
