@@ -343,7 +343,7 @@ impl Timeline {
                 ms(quantile(reaction, 0.9))
             ),
             format!(
-                "end: last eviction -> last old pod gone {} (ideal {:.1} s termination); -> process exit {}",
+                "end: last eviction -> last old pod gone {} (ideal {:.1} s termination; the simulator rounds deletion timestamps to the second, so a pod goes 1.5-2.5 s after its eviction); -> process exit {}",
                 secs(last.zip(gone).map(|(l, g)| g.saturating_sub(l))),
                 TERMINATION.as_secs_f64(),
                 secs(gone.map(|g| wall.saturating_sub(g)))
