@@ -144,6 +144,10 @@ struct Run {
     wall: Duration,
     ok: bool,
     peak_rss_kib: Option<u64>,
+    /// CPU time the process used (user + system), as last read before it exited.
+    cpu: Option<Duration>,
+    /// The machine's 1-minute load average when the run ended.
+    load: Option<f64>,
     violations: u64,
     below_start: Vec<String>,
     evictions_refused: u64,
@@ -359,6 +363,25 @@ impl Timeline {
     }
 }
 
+/// User + system CPU time of a process (`/proc/PID/stat` fields 14 and 15, in USER_HZ = 100 ticks).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn vm_hwm(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -389,10 +412,12 @@ async fn timed(p: &Prepared, mut cmd: Command) -> Run {
     let mut child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn");
     let pid = child.id();
     let mut peak = None;
+    let mut cpu = None;
     let status = loop {
         if let Some(v) = vm_hwm(pid) {
             peak = Some(peak.map_or(v, |p: u64| p.max(v)));
         }
+        cpu = cpu_time(pid).or(cpu);
         match child.try_wait().expect("wait") {
             Some(s) => break s,
             None => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -429,6 +454,8 @@ async fn timed(p: &Prepared, mut cmd: Command) -> Run {
         wall,
         ok: status.success(),
         peak_rss_kib: peak,
+        cpu,
+        load: load_average(),
         violations: stats.pdb_violations,
         below_start,
         evictions_refused: stats.evictions_refused,
@@ -510,8 +537,8 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "{:<62} {:>9} {:>9} {:>6} {:>11} {:>6} {:>10}",
-        "", "wall", "vs limit", "ok", "PDB viol.", "429s", "peak RSS"
+        "{:<62} {:>9} {:>9} {:>6} {:>11} {:>6} {:>10} {:>8} {:>6}",
+        "", "wall", "vs limit", "ok", "PDB viol.", "429s", "peak RSS", "CPU", "load"
     );
     let _ = writeln!(
         out,
@@ -529,16 +556,20 @@ async fn main() {
         } else {
             rss
         };
+        let cpu = r.cpu.map_or("-".to_string(), |c| format!("{:.1}s", c.as_secs_f64()));
+        let load = r.load.map_or("-".to_string(), |l| format!("{l:.1}"));
         let _ = writeln!(
             out,
-            "{:<62} {:>8.1}s {:>8.2}x {:>6} {:>11} {:>6} {:>10}",
+            "{:<62} {:>8.1}s {:>8.2}x {:>6} {:>11} {:>6} {:>10} {:>8} {:>6}",
             label,
             r.wall.as_secs_f64(),
             r.wall.as_secs_f64() / limit.as_secs_f64(),
             if r.ok { "yes" } else { "NO" },
             r.violations,
             r.evictions_refused,
-            rss
+            rss,
+            cpu,
+            load
         );
         if !r.below_start.is_empty() {
             let _ = writeln!(
@@ -565,12 +596,14 @@ async fn main() {
     }
     let _ = writeln!(
         out,
-        "\nThe lower limit: each Deployment has {REPLICAS} pods on the old nodes; surged to {}, its budget allows {} \
+        "\nCPU: the drain process's user + system time; load: the machine's 1-minute load average as the run \
+         ended ({} cores; the simulator runs in this process, so a busy machine slows both).\n\nThe lower limit: each Deployment has {REPLICAS} pods on the old nodes; surged to {}, its budget allows {} \
          disruptions at a time, so it needs {} waves. A wave's replacements must start ({} ms) and become Ready \
          ({} ms) before the budget allows the next, and the last wave's pods still take their termination \
          ({} ms) to go: ({} - 1) x {} ms + {} ms = {:.1} s. It counts no API, controller, scheduler or process \
          time at all (the rows' wall time starts when the agent's process is spawned), so no drain reaches it; \
          the lines under each Flotilla row say where the rest went.",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
         2 * REPLICAS,
         per_wave(),
         waves(),
