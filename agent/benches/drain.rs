@@ -556,7 +556,9 @@ async fn main() {
         } else {
             rss
         };
-        let cpu = r.cpu.map_or("-".to_string(), |c| format!("{:.1}s", c.as_secs_f64()));
+        let cpu = r
+            .cpu
+            .map_or("-".to_string(), |c| format!("{:.1}s", c.as_secs_f64()));
         let load = r.load.map_or("-".to_string(), |l| format!("{l:.1}"));
         let _ = writeln!(
             out,

@@ -1253,7 +1253,9 @@ struct Feeds {
 const FEED_BUFFER: usize = 8192;
 
 impl Feeds {
-    fn new<C: Cluster>(cluster: &C, whole_cluster: bool) -> Feeds {
+    /// Starts the budgets' watch, and with `whole_cluster` the watch of every pod (of which only
+    /// pods bound to one of `group` are passed on).
+    fn new<C: Cluster>(cluster: &C, whole_cluster: bool, group: &[String]) -> Feeds {
         let mut tasks = tokio::task::JoinSet::new();
         let (pdbs_tx, pdbs) = tokio::sync::mpsc::channel(FEED_BUFFER);
         let mut pdb_watch = cluster.watch_pdbs();
@@ -1273,11 +1275,25 @@ impl Feeds {
             whole_cluster,
         };
         if whole_cluster {
-            feeds.forward(cluster.watch_pods(None), None);
+            let group: HashSet<String> = group.iter().cloned().collect();
+            let ours = move |p: &Pod| model::pod_node(p).is_some_and(|n| group.contains(n));
+            let watch = cluster.watch_pods(None).filter_map(move |change| {
+                let change = match change {
+                    Ok(Watched::Listed(mut all)) => {
+                        all.retain(&ours);
+                        Some(Ok(Watched::Listed(all)))
+                    }
+                    Ok(Watched::Applied(p) | Watched::Deleted(p)) if !ours(&p) => None,
+                    other => Some(other),
+                };
+                futures::future::ready(change)
+            });
+            feeds.forward(watch.boxed(), None);
         }
         feeds
     }
 
+    /// Reads `watch` in a task of its own, sending its changes on tagged with `node`.
     fn forward(
         &mut self,
         mut watch: crate::cluster::WatchStream<Pod>,
@@ -1333,7 +1349,7 @@ pub async fn run<C: Cluster>(
         .collect();
 
     let whole_cluster = p.concurrency > WATCH_PER_NODE_UP_TO;
-    let mut feeds = Feeds::new(cluster, whole_cluster);
+    let mut feeds = Feeds::new(cluster, whole_cluster, &names);
     let mut view = View::default();
 
     // Refuse up front, before cordoning anything, if some pod needs a flag.
