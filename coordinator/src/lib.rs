@@ -11,9 +11,27 @@
 //!   with their steps, and per-operation event logs.
 //! - [`plan`]: the ordered step plans (who runs each step, retry policy, resume rule).
 //! - [`operation`]: the pure state machine that drives one operation through its plan.
+//! - [`config`]: the clusters file (`serve --clusters FILE`).
+//! - [`params`]: an operation's parameters as stored, defaults filled in, validated.
+//! - [`server`]: `serve` as a library ([`server::Coordinator::start`]): mTLS, health, reflection.
+//! - [`auth`]: the caller's identity from its certificate, and what it may do.
+//! - [`sessions`]: agent sessions (connected, last seen, inventory) and `AgentGateway.Connect`.
+//! - [`engine`]: drives every operation: persist, then act; agent steps over the sessions,
+//!   coordinator steps against EKS; resume after a restart.
+//! - [`fleet`]: the `Fleet` gRPC service; [`selector`]: label selectors over cluster labels.
+//! - [`convert`]: protobuf to and from the coordinator's types.
 
+pub mod auth;
 pub mod ca;
+pub mod config;
+pub mod convert;
 pub mod eks;
+pub mod engine;
+pub mod fleet;
 pub mod operation;
+pub mod params;
 pub mod plan;
+pub mod selector;
+pub mod server;
+pub mod sessions;
 pub mod store;
