@@ -144,7 +144,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if log_json {
         fmt.json().init();
     } else {
@@ -158,7 +160,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut opts = ServeOptions::new(listen, data_dir, tls_dir, clusters);
         opts.heartbeat_interval = Duration::from_secs(heartbeat_seconds);
-        let handle = Coordinator::start(opts).await.context("could not start the coordinator")?;
+        let handle = Coordinator::start(opts)
+            .await
+            .context("could not start the coordinator")?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "flotilla-coordinator listening on {}", handle.local_addr())?;

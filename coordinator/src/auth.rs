@@ -45,8 +45,7 @@ pub fn operator<T>(req: &Request<T>, method: &str, access: Access) -> Result<Ide
         (Identity::Operator { .. }, Access::Read)
         | (
             Identity::Operator {
-                role: Role::Operator,
-                ..
+                role: Role::Operator, ..
             },
             Access::Mutate,
         ) => Ok(id),

@@ -176,10 +176,7 @@ impl ClustersFile {
         let mut clusters = Vec::with_capacity(entries.len());
         let mut seen = BTreeSet::new();
         for (i, entry) in entries.into_iter().enumerate() {
-            let name = entry
-                .get("name")
-                .and_then(|n| n.as_str())
-                .map(str::to_string);
+            let name = entry.get("name").and_then(|n| n.as_str()).map(str::to_string);
             let at = |field: &str| match (&name, field.is_empty()) {
                 (Some(n), true) => format!("clusters[{i}] ({n})"),
                 (Some(n), false) => format!("clusters[{i}] ({n}).{field}"),
@@ -191,7 +188,8 @@ impl ClustersFile {
                 let field = if field == "." { String::new() } else { field };
                 invalid(at(&field), e.into_inner().to_string())
             })?;
-            c.validate().map_err(|(field, message)| invalid(at(&field), message))?;
+            c.validate()
+                .map_err(|(field, message)| invalid(at(&field), message))?;
             if !seen.insert(c.name.clone()) {
                 return Err(invalid(
                     at("name"),
@@ -298,15 +296,23 @@ mod tests {
     fn errors_name_the_entry_and_the_field() {
         let e = parse("clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n  - name: b\n    eksClusterName: b\n").unwrap_err();
         assert!(e.contains("clusters[1] (b)") && e.contains("region"), "{e}");
-        let e = parse("clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n    roleArn: nope\n").unwrap_err();
+        let e = parse("clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n    roleArn: nope\n")
+            .unwrap_err();
         assert!(e.contains("clusters[0] (a).roleArn") && e.contains("ARN"), "{e}");
-        let e = parse("clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n    regoin: x\n").unwrap_err();
+        let e = parse("clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n    regoin: x\n")
+            .unwrap_err();
         assert!(e.contains("clusters[0] (a)") && e.contains("regoin"), "{e}");
         let e = parse("clusters:\n  - name: Bad_Name\n    region: r\n    eksClusterName: a\n").unwrap_err();
-        assert!(e.contains("clusters[0] (Bad_Name).name") && e.contains("DNS-1123"), "{e}");
+        assert!(
+            e.contains("clusters[0] (Bad_Name).name") && e.contains("DNS-1123"),
+            "{e}"
+        );
         let e = parse("clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n    labels: {\"env\": \"pr od\"}\n").unwrap_err();
         assert!(e.contains("labels.env"), "{e}");
-        let e = parse("clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n    eksEndpointUrl: localhost:1\n").unwrap_err();
+        let e = parse(
+            "clusters:\n  - name: a\n    region: r\n    eksClusterName: a\n    eksEndpointUrl: localhost:1\n",
+        )
+        .unwrap_err();
         assert!(e.contains("eksEndpointUrl"), "{e}");
         let e = parse("cluster: []\n").unwrap_err();
         assert!(e.contains("clusters"), "{e}");
@@ -317,6 +323,9 @@ mod tests {
     #[test]
     fn duplicate_names_are_refused() {
         let e = parse("clusters:\n  - {name: a, region: r, eksClusterName: a}\n  - {name: a, region: r, eksClusterName: b}\n").unwrap_err();
-        assert!(e.contains("clusters[1] (a).name") && e.contains("duplicate"), "{e}");
+        assert!(
+            e.contains("clusters[1] (a).name") && e.contains("duplicate"),
+            "{e}"
+        );
     }
 }

@@ -437,7 +437,11 @@ fn decode<M: prost::Message + Default>(b64: &str) -> Option<M> {
 }
 
 /// One step on the wire; `progress` is the live progress if this step is the one running.
-pub fn operation_step(r: &OperationRecord, s: &StepRecord, progress: Option<&pb::StepProgress>) -> pb::OperationStep {
+pub fn operation_step(
+    r: &OperationRecord,
+    s: &StepRecord,
+    progress: Option<&pb::StepProgress>,
+) -> pb::OperationStep {
     let step = step_of(r, &s.id);
     let outputs: Option<StepOutputs> = serde_json::from_value(s.outputs.clone()).ok();
     let agent = step.is_some_and(|st| st.runner() == Runner::Agent);
@@ -446,17 +450,21 @@ pub fn operation_step(r: &OperationRecord, s: &StepRecord, progress: Option<&pb:
         .filter(|_| agent)
         .and_then(|o| o.detail.as_deref())
         .and_then(decode::<pb::StepOutput>);
-    let error = s.error_detail.as_deref().and_then(decode::<pb::StepError>).or_else(|| {
-        s.error.as_ref().filter(|_| agent).map(|m| pb::StepError {
-            code: s
-                .error_code
-                .as_deref()
-                .and_then(pb::step_error::Code::from_str_name)
-                .unwrap_or(pb::step_error::Code::Unspecified) as i32,
-            message: m.clone(),
-            ..Default::default()
-        })
-    });
+    let error = s
+        .error_detail
+        .as_deref()
+        .and_then(decode::<pb::StepError>)
+        .or_else(|| {
+            s.error.as_ref().filter(|_| agent).map(|m| pb::StepError {
+                code: s
+                    .error_code
+                    .as_deref()
+                    .and_then(pb::step_error::Code::from_str_name)
+                    .unwrap_or(pb::step_error::Code::Unspecified) as i32,
+                message: m.clone(),
+                ..Default::default()
+            })
+        });
     let detail = match (&outputs, &s.error) {
         (_, Some(e)) if !agent => format!("{}: {e}", s.error_code.as_deref().unwrap_or("ERROR")),
         (Some(o), _) if !o.summary.is_empty() => o.summary.clone(),
@@ -491,7 +499,10 @@ pub fn operation(r: &OperationRecord, progress: Option<&pb::StepProgress>) -> pb
     };
     let failure = match &r.machine {
         Some(Machine::Failed { step, error }) => {
-            format!("{step} failed (attempt {}): {}: {}", error.attempt, error.code, error.message)
+            format!(
+                "{step} failed (attempt {}): {}: {}",
+                error.attempt, error.code, error.message
+            )
         }
         _ => String::new(),
     };
@@ -579,7 +590,10 @@ mod tests {
     fn bad_params_name_the_field() {
         let mut w = wire_params();
         w.nodegroup.as_mut().unwrap().taints[0].effect = "NoSchedule".into();
-        assert_eq!(migration_params(&w).unwrap_err().field, "nodegroup.taints[0].effect");
+        assert_eq!(
+            migration_params(&w).unwrap_err().field,
+            "nodegroup.taints[0].effect"
+        );
         let mut w = wire_params();
         w.nodegroup.as_mut().unwrap().scaling_config = None;
         assert_eq!(migration_params(&w).unwrap_err().field, "nodegroup.scalingConfig");
@@ -587,7 +601,10 @@ mod tests {
         w.nodegroup = None;
         assert_eq!(migration_params(&w).unwrap_err().field, "nodegroup");
         let mut w = wire_params();
-        w.node_timeout = Some(prost_types::Duration { seconds: -1, nanos: 0 });
+        w.node_timeout = Some(prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        });
         assert_eq!(migration_params(&w).unwrap_err().field, "nodeTimeout");
     }
 
@@ -596,7 +613,9 @@ mod tests {
         let p = migration_params(&wire_params()).unwrap();
         let r = run_step("op-1", Step::WaitNodesReady, 2, &p).unwrap();
         assert_eq!((r.step_id.as_str(), r.attempt), ("WaitNodesReady", 2));
-        let Some(pb::run_step::Step::WaitNodesReady(w)) = r.step else { panic!() };
+        let Some(pb::run_step::Step::WaitNodesReady(w)) = r.step else {
+            panic!()
+        };
         assert_eq!((w.group.as_str(), w.count), ("ng-new", 4));
         let Some(pb::run_step::Step::Drain(d)) = run_step("op-1", Step::Drain, 1, &p).unwrap().step else {
             panic!()
@@ -624,16 +643,23 @@ mod tests {
             })),
         };
         let (e, _) = result_event(Step::Drain, &result(vec![])).unwrap();
-        assert!(matches!(e, Event::StepSucceeded { ref outputs, .. } if outputs.evictable_pods_left == Some(0)));
+        assert!(
+            matches!(e, Event::StepSucceeded { ref outputs, .. } if outputs.evictable_pods_left == Some(0))
+        );
         let blocked = pb::SkippedNode {
             node: "n1".into(),
             blockers: vec![pb::Blocker::default(), pb::Blocker::default()],
         };
         let (e, _) = result_event(Step::Drain, &result(vec![blocked])).unwrap();
-        assert!(matches!(e, Event::StepSucceeded { ref outputs, .. } if outputs.evictable_pods_left == Some(2)));
+        assert!(
+            matches!(e, Event::StepSucceeded { ref outputs, .. } if outputs.evictable_pods_left == Some(2))
+        );
         let mut bad = result(vec![]);
         bad.outcome = None;
-        assert_eq!(result_event(Step::Drain, &bad).unwrap_err().field, "result.outcome");
+        assert_eq!(
+            result_event(Step::Drain, &bad).unwrap_err().field,
+            "result.outcome"
+        );
         let mut failed = result(vec![]);
         failed.outcome = Some(pb::step_result::Outcome::Error(pb::StepError {
             code: pb::step_error::Code::DrainBlocked as i32,

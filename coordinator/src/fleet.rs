@@ -57,7 +57,13 @@ impl<E: Eks + 'static> FleetService<E> {
     }
 
     fn unknown_cluster(&self, field: &str, name: &str) -> Status {
-        let known: Vec<&str> = self.clusters.clusters.iter().map(|c| c.name.as_str()).take(20).collect();
+        let known: Vec<&str> = self
+            .clusters
+            .clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .take(20)
+            .collect();
         Status::not_found(format!(
             "{field}: cluster {name:?} not found; known clusters: {}",
             if known.is_empty() {
@@ -70,13 +76,17 @@ impl<E: Eks + 'static> FleetService<E> {
 
     async fn get_record(&self, id: &str) -> Result<OperationRecord, Status> {
         if id.trim().is_empty() {
-            return Err(Status::invalid_argument("operation_id: empty; pass an operation id (op-…)"));
+            return Err(Status::invalid_argument(
+                "operation_id: empty; pass an operation id (op-…)",
+            ));
         }
         let store = self.engine.store().clone();
         let key = id.to_string();
         match read(store, move |s| s.get_operation(&key)).await? {
             Some(r) => Ok(r),
-            None => Err(Status::not_found(format!("operation_id: operation {id:?} not found"))),
+            None => Err(Status::not_found(format!(
+                "operation_id: operation {id:?} not found"
+            ))),
         }
     }
 
@@ -197,7 +207,10 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         Ok(Response::new(pb::ListClustersResponse { clusters }))
     }
 
-    async fn get_cluster(&self, request: Request<pb::GetClusterRequest>) -> Result<Response<pb::Cluster>, Status> {
+    async fn get_cluster(
+        &self,
+        request: Request<pb::GetClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
         auth::operator(&request, "Fleet/GetCluster", Access::Read)?;
         let id = &request.get_ref().cluster_id;
         if id.trim().is_empty() {
@@ -337,18 +350,28 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         } else {
             format!("{} (by {})", req.reason, caller.uri())
         };
-        let r = self.engine.cancel(&record.id, &reason).await.map_err(engine_status)?;
+        let r = self
+            .engine
+            .cancel(&record.id, &reason)
+            .await
+            .map_err(engine_status)?;
         Ok(Response::new(self.operation_proto(&r)))
     }
 
     // === Rollouts: the rollout scheduler (coordinator/src/rollout) fills these in. ===
 
-    async fn create_rollout(&self, request: Request<pb::CreateRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+    async fn create_rollout(
+        &self,
+        request: Request<pb::CreateRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/CreateRollout", Access::Mutate)?;
         Err(rollouts_not_yet())
     }
 
-    async fn get_rollout(&self, request: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+    async fn get_rollout(
+        &self,
+        request: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/GetRollout", Access::Read)?;
         Err(rollouts_not_yet())
     }
@@ -371,22 +394,34 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         Err(rollouts_not_yet())
     }
 
-    async fn pause_rollout(&self, request: Request<pb::PauseRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+    async fn pause_rollout(
+        &self,
+        request: Request<pb::PauseRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/PauseRollout", Access::Mutate)?;
         Err(rollouts_not_yet())
     }
 
-    async fn resume_rollout(&self, request: Request<pb::ResumeRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+    async fn resume_rollout(
+        &self,
+        request: Request<pb::ResumeRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/ResumeRollout", Access::Mutate)?;
         Err(rollouts_not_yet())
     }
 
-    async fn cancel_rollout(&self, request: Request<pb::CancelRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+    async fn cancel_rollout(
+        &self,
+        request: Request<pb::CancelRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/CancelRollout", Access::Mutate)?;
         Err(rollouts_not_yet())
     }
 
-    async fn approve_stage(&self, request: Request<pb::ApproveStageRequest>) -> Result<Response<pb::Rollout>, Status> {
+    async fn approve_stage(
+        &self,
+        request: Request<pb::ApproveStageRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/ApproveStage", Access::Mutate)?;
         Err(rollouts_not_yet())
     }
@@ -452,7 +487,12 @@ impl<E: Eks + 'static> Watcher<E> {
         self.steps = op
             .steps
             .iter()
-            .map(|s| (s.step_id.clone(), (s.state, s.attempt, s.error.as_ref().map(|e| e.message.clone()))))
+            .map(|s| {
+                (
+                    s.step_id.clone(),
+                    (s.state, s.attempt, s.error.as_ref().map(|e| e.message.clone())),
+                )
+            })
             .collect();
         self.state = op.state();
         self.send(pb::operation_event::Event::Snapshot(op)).await
@@ -497,7 +537,9 @@ impl<E: Eks + 'static> Watcher<E> {
         }
         self.last = latest;
         if terminal(self.state) {
-            let _ = self.send(pb::operation_event::Event::State(self.state as i32)).await;
+            let _ = self
+                .send(pb::operation_event::Event::State(self.state as i32))
+                .await;
             return;
         }
         loop {

@@ -110,7 +110,9 @@ impl MigrationParams {
             t.subnets = vec!["subnet-of-the-old-group".into()];
         }
         t.validate().map_err(|e| match e {
-            EksError::InvalidTemplate { field, reason } => ParamError::new(format!("nodegroup.{field}"), reason),
+            EksError::InvalidTemplate { field, reason } => {
+                ParamError::new(format!("nodegroup.{field}"), reason)
+            }
             other => ParamError::new("nodegroup", other.to_string()),
         })?;
         if self.nodegroup.nodegroup_name == self.from_nodegroup {
@@ -125,7 +127,10 @@ impl MigrationParams {
         check_taint_key(&self.taint_key)?;
         match self.surge {
             Surge::Percent(0) | Surge::Count(0) => {
-                return Err(ParamError::new("surge", "adds no pods; use e.g. surgePercent: 100"))
+                return Err(ParamError::new(
+                    "surge",
+                    "adds no pods; use e.g. surgePercent: 100",
+                ))
             }
             Surge::Percent(p) if p > 1000 => {
                 return Err(ParamError::new("surgePercent", format!("{p} is above 1000%")))
@@ -138,7 +143,10 @@ impl MigrationParams {
         if !(1..=100).contains(&self.drain_concurrency) {
             return Err(ParamError::new(
                 "drainConcurrency",
-                format!("{} is out of range; use 1 to 100 nodes at once", self.drain_concurrency),
+                format!(
+                    "{} is out of range; use 1 to 100 nodes at once",
+                    self.drain_concurrency
+                ),
             ));
         }
         if self.node_timeout.is_zero() {

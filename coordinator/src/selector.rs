@@ -52,7 +52,9 @@ impl Selector {
                 if s.trim().is_empty() {
                     continue;
                 }
-                return Err(err("empty requirement (two commas in a row, or a trailing comma)".into()));
+                return Err(err(
+                    "empty requirement (two commas in a row, or a trailing comma)".into(),
+                ));
             }
             requirements.push(parse_requirement(part).map_err(|m| err(format!("{part:?}: {m}")))?);
         }
@@ -116,11 +118,13 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
             if let Some(list) = rest.strip_prefix(op) {
                 let list = list.trim();
                 let Some(inner) = list.strip_prefix('(').and_then(|l| l.strip_suffix(')')) else {
-                    return Err(format!("expected a list in parentheses after `{op}`, e.g. {key} {op} (a,b)"));
+                    return Err(format!(
+                        "expected a list in parentheses after `{op}`, e.g. {key} {op} (a,b)"
+                    ));
                 };
                 let values = inner
                     .split(',')
-                    .map(|v| value_of(v))
+                    .map(value_of)
                     .collect::<Result<Vec<_>, _>>()?;
                 if values.iter().all(String::is_empty) {
                     return Err(format!("`{op}` needs at least one value"));
@@ -155,7 +159,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sel(s: &str) -> Selector {
@@ -179,7 +186,15 @@ mod tests {
 
     #[test]
     fn bad_selectors_explain() {
-        for bad in ["env in prod", "env=prod,", "env in (a", "bad key=1", "env=a b", "env in ()", "env ~ x"] {
+        for bad in [
+            "env in prod",
+            "env=prod,",
+            "env in (a",
+            "bad key=1",
+            "env=a b",
+            "env in ()",
+            "env ~ x",
+        ] {
             let e = Selector::parse(bad).unwrap_err();
             assert!(!e.message.is_empty(), "{bad}: {e}");
         }

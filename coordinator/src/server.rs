@@ -201,7 +201,12 @@ impl Coordinator {
         })?;
         let (stop, stopped) = watch::channel(false);
         let (conns, incoming) = mpsc::channel(1024);
-        let acceptor = tokio::spawn(accept(listener, TlsAcceptor::from(tls_config), conns, stopped.clone()));
+        let acceptor = tokio::spawn(accept(
+            listener,
+            TlsAcceptor::from(tls_config),
+            conns,
+            stopped.clone(),
+        ));
         let mut stopped_rx = stopped;
         let server = tokio::spawn(
             tonic::transport::Server::builder()

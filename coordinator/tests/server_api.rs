@@ -48,8 +48,7 @@ fn assert_refused_at_handshake<T: std::fmt::Debug>(r: Result<T, tonic::Status>) 
         matches!(s.code(), Code::Unavailable | Code::Cancelled | Code::Unknown),
         "{s:?}"
     );
-    let source = std::error::Error::source(&s)
-        .and_then(|e| e.downcast_ref::<tonic::transport::Error>());
+    let source = std::error::Error::source(&s).and_then(|e| e.downcast_ref::<tonic::transport::Error>());
     assert!(source.is_some(), "not a transport error: {s:?}");
 }
 
@@ -64,9 +63,16 @@ async fn security_refusals_each_get_their_status() {
     let addr = coord.local_addr();
 
     // Accepted: an operator and a viewer may read.
-    let listed = operator(addr, &pki).list_clusters(list()).await.unwrap().into_inner();
+    let listed = operator(addr, &pki)
+        .list_clusters(list())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.clusters.len(), 3);
-    viewer(addr, &pki).list_clusters(list()).await.expect("viewers read");
+    viewer(addr, &pki)
+        .list_clusters(list())
+        .await
+        .expect("viewers read");
 
     // No client certificate: the TLS handshake is refused, the call never reaches a handler.
     let no_cert = channel_with(addr, client_tls(&pki.dir, &pki.dir, None));
@@ -76,7 +82,12 @@ async fn security_refusals_each_get_their_status() {
     // A certificate from another CA (the client still trusts our server).
     let other = pki.path("other");
     ca::create(&other, &CreateOptions::default()).unwrap();
-    ca::issue(&other, &Identity::operator("mallory", "operator").unwrap(), Validity::days(1)).unwrap();
+    ca::issue(
+        &other,
+        &Identity::operator("mallory", "operator").unwrap(),
+        Validity::days(1),
+    )
+    .unwrap();
     let foreign = channel_with(addr, client_tls(&pki.dir, &other, Some("operator-mallory")));
     let r = FleetClient::new(foreign).list_clusters(list()).await;
     assert_refused_at_handshake(r);
@@ -88,8 +99,15 @@ async fn security_refusals_each_get_their_status() {
         not_before: now - day * 3,
         not_after: now - day,
     };
-    ca::issue(&pki.dir, &Identity::operator("stale", "operator").unwrap(), expired).unwrap();
-    let r = FleetClient::new(channel(addr, &pki, "operator-stale")).list_clusters(list()).await;
+    ca::issue(
+        &pki.dir,
+        &Identity::operator("stale", "operator").unwrap(),
+        expired,
+    )
+    .unwrap();
+    let r = FleetClient::new(channel(addr, &pki, "operator-stale"))
+        .list_clusters(list())
+        .await;
     assert_refused_at_handshake(r);
 
     // A viewer may not mutate.
@@ -112,7 +130,9 @@ async fn security_refusals_each_get_their_status() {
     assert_status(r, Code::PermissionDenied, &["viewer"]);
 
     // An agent may not call Fleet; an operator may not open an agent session.
-    let r = FleetClient::new(channel(addr, &pki, "agent-sim-1")).list_clusters(list()).await;
+    let r = FleetClient::new(channel(addr, &pki, "agent-sim-1"))
+        .list_clusters(list())
+        .await;
     assert_status(r, Code::PermissionDenied, &["sim-1", "Fleet"]);
     let r = AgentSession::open(channel(addr, &pki, "operator-alice"), "sim-1", None).await;
     assert_status(r.map(|_| ()), Code::PermissionDenied, &["not an agent"]);
@@ -151,7 +171,10 @@ async fn security_refusals_each_get_their_status() {
         .await
         .unwrap()
         .into_inner();
-    assert!(got.steps.iter().all(|s| s.step_id != "Taint" || s.state == pb::StepState::Pending as i32));
+    assert!(got
+        .steps
+        .iter()
+        .all(|s| s.step_id != "Taint" || s.state == pb::StepState::Pending as i32));
 
     coord.shutdown().await.expect("clean shutdown");
 }
@@ -172,16 +195,29 @@ async fn bad_and_unknown_inputs_name_the_field() {
     let mut fleet = operator(addr, &pki);
 
     // Clusters.
-    let r = fleet.get_cluster(pb::GetClusterRequest { cluster_id: "nope".into() }).await;
+    let r = fleet
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: "nope".into(),
+        })
+        .await;
     assert_status(r, Code::NotFound, &["cluster_id", "nope", "sim-1"]);
-    let r = fleet.get_cluster(pb::GetClusterRequest { cluster_id: String::new() }).await;
+    let r = fleet
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: String::new(),
+        })
+        .await;
     assert_status(r, Code::InvalidArgument, &["cluster_id"]);
     let c = fleet
-        .get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: "sim-1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((c.id.as_str(), c.region.as_str(), c.connected), ("sim-1", "us-west-2", false));
+    assert_eq!(
+        (c.id.as_str(), c.region.as_str(), c.connected),
+        ("sim-1", "us-west-2", false)
+    );
     let r = fleet
         .list_clusters(pb::ListClustersRequest {
             label_selector: "env in prod".into(),
@@ -208,28 +244,56 @@ async fn bad_and_unknown_inputs_name_the_field() {
     assert_eq!(ids("!env").await, Vec::<String>::new());
 
     // StartOperation: everything is checked before anything is written.
-    let r = fleet.start_operation(start_req("nope", Some(pb::work::Kind::Migration(migration("n"))))).await;
+    let r = fleet
+        .start_operation(start_req("nope", Some(pb::work::Kind::Migration(migration("n")))))
+        .await;
     assert_status(r, Code::NotFound, &["cluster_id", "nope"]);
     let r = fleet.start_operation(start_req("sim-1", None)).await;
     assert_status(r, Code::InvalidArgument, &["work"]);
     let mut too_many = migration("ng-new");
-    too_many.nodegroup.as_mut().unwrap().scaling_config.as_mut().unwrap().desired_size = 99;
-    let r = fleet.start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(too_many)))).await;
-    assert_status(r, Code::InvalidArgument, &["work.migration.nodegroup.scalingConfig.desiredSize", "99"]);
+    too_many
+        .nodegroup
+        .as_mut()
+        .unwrap()
+        .scaling_config
+        .as_mut()
+        .unwrap()
+        .desired_size = 99;
+    let r = fleet
+        .start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(too_many))))
+        .await;
+    assert_status(
+        r,
+        Code::InvalidArgument,
+        &["work.migration.nodegroup.scalingConfig.desiredSize", "99"],
+    );
     let mut no_role = migration("ng-new");
     no_role.nodegroup.as_mut().unwrap().node_role.clear();
-    let r = fleet.start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(no_role)))).await;
+    let r = fleet
+        .start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(no_role))))
+        .await;
     assert_status(r, Code::InvalidArgument, &["work.migration.nodegroup.nodeRole"]);
     let mut bad_taint = migration("ng-new");
     bad_taint.taint_key = "not a key".into();
-    let r = fleet.start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(bad_taint)))).await;
+    let r = fleet
+        .start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(bad_taint))))
+        .await;
     assert_status(r, Code::InvalidArgument, &["work.migration.taintKey"]);
     let mut no_from = migration("ng-new");
     no_from.from_nodegroup.clear();
-    let r = fleet.start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(no_from)))).await;
-    assert_status(r, Code::InvalidArgument, &["work.migration.fromNodegroup", "inventory"]);
     let r = fleet
-        .start_operation(start_req("sim-1", Some(pb::work::Kind::Upgrade(pb::UpgradeParams::default()))))
+        .start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(no_from))))
+        .await;
+    assert_status(
+        r,
+        Code::InvalidArgument,
+        &["work.migration.fromNodegroup", "inventory"],
+    );
+    let r = fleet
+        .start_operation(start_req(
+            "sim-1",
+            Some(pb::work::Kind::Upgrade(pb::UpgradeParams::default())),
+        ))
         .await;
     assert_status(r, Code::Unimplemented, &["work.upgrade", "not available"]);
     let none = fleet
@@ -246,7 +310,9 @@ async fn bad_and_unknown_inputs_name_the_field() {
     assert_eq!(planned.steps.len(), 8);
     assert_eq!(planned.state, pb::OperationState::Pending as i32);
     let r = fleet
-        .get_operation(pb::GetOperationRequest { operation_id: planned.id.clone() })
+        .get_operation(pb::GetOperationRequest {
+            operation_id: planned.id.clone(),
+        })
         .await;
     assert_status(r, Code::NotFound, &["operation_id"]);
 
@@ -254,17 +320,24 @@ async fn bad_and_unknown_inputs_name_the_field() {
     let first = start_migration(&mut fleet, "sim-1", "ng-new").await;
     assert_eq!(first.created_by, "spiffe://flotilla/operator/operator/alice");
     let r = fleet
-        .start_operation(start_req("sim-1", Some(pb::work::Kind::Migration(migration("ng-2")))))
+        .start_operation(start_req(
+            "sim-1",
+            Some(pb::work::Kind::Migration(migration("ng-2"))),
+        ))
         .await;
     assert_status(r, Code::FailedPrecondition, &[&first.id, "sim-1"]);
 
     // Operations: unknown ids and clusters, bad page tokens.
     let r = fleet
-        .get_operation(pb::GetOperationRequest { operation_id: "op-404".into() })
+        .get_operation(pb::GetOperationRequest {
+            operation_id: "op-404".into(),
+        })
         .await;
     assert_status(r, Code::NotFound, &["operation_id", "op-404"]);
     let r = fleet
-        .get_operation(pb::GetOperationRequest { operation_id: String::new() })
+        .get_operation(pb::GetOperationRequest {
+            operation_id: String::new(),
+        })
         .await;
     assert_status(r, Code::InvalidArgument, &["operation_id"]);
     let r = fleet
@@ -321,7 +394,9 @@ async fn bad_and_unknown_inputs_name_the_field() {
     assert_eq!(count(&lines, "cancel refused"), 1, "{lines:#?}");
     // The cluster is free again.
     let c = fleet
-        .get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: "sim-1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -388,7 +463,11 @@ async fn health_and_reflection_answer() {
         panic!("not a service list: {answer:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["flotilla.fleet.v1.Fleet", "flotilla.fleet.v1.AgentGateway", "grpc.health.v1.Health"] {
+    for want in [
+        "flotilla.fleet.v1.Fleet",
+        "flotilla.fleet.v1.AgentGateway",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
     coord.shutdown().await.expect("clean shutdown");

@@ -43,12 +43,22 @@ async fn a_migration_runs_end_to_end_and_survives_cut_streams() {
         .await
         .expect("session");
     let c = fleet
-        .get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: "sim-1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(c.connected && c.agent_version == "0.1.0-test" && c.last_seen.is_some(), "{c:?}");
-    assert!(c.inventory.unwrap().node_groups.iter().any(|g| g.name == "ng-old"));
+    assert!(
+        c.connected && c.agent_version == "0.1.0-test" && c.last_seen.is_some(),
+        "{c:?}"
+    );
+    assert!(c
+        .inventory
+        .unwrap()
+        .node_groups
+        .iter()
+        .any(|g| g.name == "ng-old"));
 
     // fromNodegroup left empty: the cluster's only self-managed group, from the inventory.
     let mut params = migration("ng-new");
@@ -136,7 +146,10 @@ async fn a_migration_runs_end_to_end_and_survives_cut_streams() {
     }
     let done = wait_operation(&mut fleet, &id, 120, |o| is_final(o.state)).await;
     assert_eq!(done.state, pb::OperationState::Succeeded as i32, "{done:#?}");
-    assert!(done.steps.iter().all(|s| s.state == pb::StepState::Succeeded as i32));
+    assert!(done
+        .steps
+        .iter()
+        .all(|s| s.state == pb::StepState::Succeeded as i32));
     let drain = done.steps.iter().find(|s| s.step_id == "Drain").unwrap();
     assert!(matches!(
         drain.output.as_ref().and_then(|o| o.output.as_ref()),
@@ -169,11 +182,23 @@ async fn a_migration_runs_end_to_end_and_survives_cut_streams() {
         .await
         .expect("watch ends with the operation")
         .unwrap();
-    assert!(matches!(events.first().and_then(|e| e.event.as_ref()), Some(pb::operation_event::Event::Snapshot(_))));
-    let has = |f: &dyn Fn(&pb::operation_event::Event) -> bool| events.iter().any(|e| e.event.as_ref().is_some_and(f));
-    assert!(has(&|e| matches!(e, pb::operation_event::Event::Progress(_))), "no progress seen");
-    assert!(has(&|e| matches!(e, pb::operation_event::Event::Step(s) if s.step_id == "Drain" && s.state == pb::StepState::Succeeded as i32)));
-    assert!(has(&|e| matches!(e, pb::operation_event::Event::Log(l) if l.message.contains("migration succeeded"))));
+    assert!(matches!(
+        events.first().and_then(|e| e.event.as_ref()),
+        Some(pb::operation_event::Event::Snapshot(_))
+    ));
+    let has = |f: &dyn Fn(&pb::operation_event::Event) -> bool| {
+        events.iter().any(|e| e.event.as_ref().is_some_and(f))
+    };
+    assert!(
+        has(&|e| matches!(e, pb::operation_event::Event::Progress(_))),
+        "no progress seen"
+    );
+    assert!(has(
+        &|e| matches!(e, pb::operation_event::Event::Step(s) if s.step_id == "Drain" && s.state == pb::StepState::Succeeded as i32)
+    ));
+    assert!(has(
+        &|e| matches!(e, pb::operation_event::Event::Log(l) if l.message.contains("migration succeeded"))
+    ));
     assert!(matches!(
         events.last().and_then(|e| e.event.as_ref()),
         Some(pb::operation_event::Event::State(s)) if *s == pb::OperationState::Succeeded as i32
@@ -188,7 +213,9 @@ async fn a_migration_runs_end_to_end_and_survives_cut_streams() {
 
     // The cluster is free, and a watch from a later sequence replays only what follows.
     let c = fleet
-        .get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: "sim-1".into(),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -94,15 +94,22 @@ async fn sigkilled_three_times_the_migration_still_completes_once() {
     // Kill 1: CreateNodegroup was issued (the group exists in EKS), its end not yet recorded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while eks.describe_nodegroup("ng-new").await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "CreateNodegroup never issued");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "CreateNodegroup never issued"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     coord.sigkill();
     coord = serve(&pki, &data, &clusters_path, &log);
 
-    let mut session = AgentSession::open(channel(coord.addr, &pki, "agent-sim-1"), "sim-1", Some(inventory.clone()))
-        .await
-        .expect("session");
+    let mut session = AgentSession::open(
+        channel(coord.addr, &pki, "agent-sim-1"),
+        "sim-1",
+        Some(inventory.clone()),
+    )
+    .await
+    .expect("session");
     let mut killed_at_surge = false;
     let mut killed_in_drain = false;
     loop {
@@ -114,9 +121,13 @@ async fn sigkilled_three_times_the_migration_still_completes_once() {
             session.cut();
             coord.sigkill();
             coord = serve(&pki, &data, &clusters_path, &log);
-            session = AgentSession::open(channel(coord.addr, &pki, "agent-sim-1"), "sim-1", Some(inventory.clone()))
-                .await
-                .expect("reconnect");
+            session = AgentSession::open(
+                channel(coord.addr, &pki, "agent-sim-1"),
+                "sim-1",
+                Some(inventory.clone()),
+            )
+            .await
+            .expect("reconnect");
             let again = session.next_run_step().await;
             assert_eq!(again, run, "the same step and attempt comes again");
         }
@@ -131,9 +142,13 @@ async fn sigkilled_three_times_the_migration_still_completes_once() {
             session.cut();
             coord.sigkill();
             coord = serve(&pki, &data, &clusters_path, &log);
-            session = AgentSession::open(channel(coord.addr, &pki, "agent-sim-1"), "sim-1", Some(inventory.clone()))
-                .await
-                .expect("reconnect");
+            session = AgentSession::open(
+                channel(coord.addr, &pki, "agent-sim-1"),
+                "sim-1",
+                Some(inventory.clone()),
+            )
+            .await
+            .expect("reconnect");
             let again = session.next_run_step().await;
             assert_eq!(again, run, "the drain in flight is sent again, same attempt");
             drain.await.expect("drain task")
@@ -158,7 +173,10 @@ async fn sigkilled_three_times_the_migration_still_completes_once() {
         .iter()
         .find(|s| s.step_id == "CreateManagedNodegroup")
         .unwrap();
-    assert!(create.detail.contains("already existed"), "re-checked, not re-created: {create:?}");
+    assert!(
+        create.detail.contains("already existed"),
+        "re-checked, not re-created: {create:?}"
+    );
 
     // No step skipped, none repeated: each succeeded once, in order, each on attempt 1.
     let lines = log_lines(&mut fleet, &id).await;

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::eks::{
-    self, AsgInfo, AsgSize, Backoff, Eks, EksError, NodegroupStatus, WaitOptions,
-};
+use crate::eks::{self, AsgInfo, AsgSize, Backoff, Eks, EksError, NodegroupStatus, WaitOptions};
 use crate::operation::{RunMode, StepOutputs};
 use crate::params::MigrationParams;
 use crate::plan::Step;
@@ -346,10 +344,7 @@ mod tests {
             },
             timeout: Duration::from_secs(5),
         };
-        EksWaits {
-            nodegroup: w,
-            asg: w,
-        }
+        EksWaits { nodegroup: w, asg: w }
     }
 
     fn size(n: i32) -> AsgSize {
@@ -364,46 +359,88 @@ mod tests {
     async fn create_fills_subnets_from_the_old_group_and_is_idempotent() {
         let eks = FakeEks::new("c", "1.33");
         eks.add_self_managed_asg("asg-old", "ng-old", size(3));
-        let out = run(&eks, Step::CreateManagedNodegroup, RunMode::Fresh, &params(), &waits())
-            .await
-            .unwrap();
+        let out = run(
+            &eks,
+            Step::CreateManagedNodegroup,
+            RunMode::Fresh,
+            &params(),
+            &waits(),
+        )
+        .await
+        .unwrap();
         assert!(out.summary.contains("ACTIVE"), "{out:?}");
         assert!(out.detail.unwrap().contains("subnet-ng-old-a"));
         // A re-check after a restart describes, finds it, and creates nothing.
-        let out = run(&eks, Step::CreateManagedNodegroup, RunMode::Recheck, &params(), &waits())
-            .await
-            .unwrap();
+        let out = run(
+            &eks,
+            Step::CreateManagedNodegroup,
+            RunMode::Recheck,
+            &params(),
+            &waits(),
+        )
+        .await
+        .unwrap();
         assert!(out.summary.contains("already existed"), "{out:?}");
-        let creates = eks.calls().iter().filter(|c| c.starts_with("CreateNodegroup")).count();
+        let creates = eks
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("CreateNodegroup"))
+            .count();
         assert_eq!(creates, 1);
     }
 
     #[tokio::test]
     async fn create_without_subnets_anywhere_is_a_clear_error() {
         let eks = FakeEks::new("c", "1.33");
-        let err = run(&eks, Step::CreateManagedNodegroup, RunMode::Fresh, &params(), &waits())
-            .await
-            .unwrap_err();
+        let err = run(
+            &eks,
+            Step::CreateManagedNodegroup,
+            RunMode::Fresh,
+            &params(),
+            &waits(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code, "SUBNETS_UNKNOWN");
         assert!(!err.retryable);
-        assert!(err.message.contains("work.migration.nodegroup.subnets"), "{}", err.message);
+        assert!(
+            err.message.contains("work.migration.nodegroup.subnets"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
     async fn remove_scales_to_zero_then_deletes_and_is_idempotent() {
         let eks = FakeEks::new("c", "1.33");
         eks.add_self_managed_asg("asg-old", "ng-old", size(3));
-        let out = run(&eks, Step::RemoveSelfManagedNodegroup, RunMode::Fresh, &params(), &waits())
-            .await
-            .unwrap();
+        let out = run(
+            &eks,
+            Step::RemoveSelfManagedNodegroup,
+            RunMode::Fresh,
+            &params(),
+            &waits(),
+        )
+        .await
+        .unwrap();
         assert!(out.summary.contains("scaled from 3 to 0 and deleted"), "{out:?}");
         let calls = eks.calls();
-        let scale = calls.iter().position(|c| c.starts_with("UpdateAutoScalingGroup asg-old 0/0/0"));
-        let delete = calls.iter().position(|c| c.starts_with("DeleteAutoScalingGroup asg-old force=false"));
+        let scale = calls
+            .iter()
+            .position(|c| c.starts_with("UpdateAutoScalingGroup asg-old 0/0/0"));
+        let delete = calls
+            .iter()
+            .position(|c| c.starts_with("DeleteAutoScalingGroup asg-old force=false"));
         assert!(scale.is_some() && delete.is_some() && scale < delete, "{calls:?}");
-        let out = run(&eks, Step::RemoveSelfManagedNodegroup, RunMode::Recheck, &params(), &waits())
-            .await
-            .unwrap();
+        let out = run(
+            &eks,
+            Step::RemoveSelfManagedNodegroup,
+            RunMode::Recheck,
+            &params(),
+            &waits(),
+        )
+        .await
+        .unwrap();
         assert!(out.summary.contains("already removed"), "{out:?}");
     }
 
@@ -417,13 +454,25 @@ mod tests {
             message: "Rate exceeded".into(),
             status: Some(400),
         });
-        let err = run(&eks, Step::DeleteManagedNodegroup, RunMode::Fresh, &params(), &waits())
-            .await
-            .unwrap_err();
+        let err = run(
+            &eks,
+            Step::DeleteManagedNodegroup,
+            RunMode::Fresh,
+            &params(),
+            &waits(),
+        )
+        .await
+        .unwrap_err();
         assert!(err.retryable && err.code == "EKS_API_RETRYABLE", "{err:?}");
-        let out = run(&eks, Step::DeleteManagedNodegroup, RunMode::Fresh, &params(), &waits())
-            .await
-            .unwrap();
+        let out = run(
+            &eks,
+            Step::DeleteManagedNodegroup,
+            RunMode::Fresh,
+            &params(),
+            &waits(),
+        )
+        .await
+        .unwrap();
         assert!(out.summary.contains("nothing to delete"));
         let err = run(&eks, Step::Drain, RunMode::Fresh, &params(), &waits())
             .await

@@ -59,7 +59,9 @@ pub enum EngineError {
     #[error("operation {0} not found")]
     NotFound(String),
     /// The cluster already has an unfinished operation.
-    #[error("cluster {cluster} already has operation {operation} in progress; wait for it to end or cancel it")]
+    #[error(
+        "cluster {cluster} already has operation {operation} in progress; wait for it to end or cancel it"
+    )]
     Busy {
         /// The cluster.
         cluster: String,
@@ -533,9 +535,9 @@ fn describe(m: &Machine) -> String {
 /// The step a transition concerns, for its log lines.
 fn step_of_transition(event: &Event, m: &Machine) -> Option<Step> {
     match event {
-        Event::StepStarted { step, .. } | Event::StepSucceeded { step, .. } | Event::StepFailed { step, .. } => {
-            Some(*step)
-        }
+        Event::StepStarted { step, .. }
+        | Event::StepSucceeded { step, .. }
+        | Event::StepFailed { step, .. } => Some(*step),
         _ => match m {
             Machine::Running { step, .. }
             | Machine::WaitingRetry { step, .. }
@@ -645,7 +647,12 @@ impl<E: Eks + 'static> Actor<E> {
                     self.machine = next;
                     let inner = &self.engine.inner;
                     for event in logged {
-                        tracing::info!(step = event.step.as_deref().unwrap_or(""), seq = event.seq, "{}", event.message);
+                        tracing::info!(
+                            step = event.step.as_deref().unwrap_or(""),
+                            seq = event.seq,
+                            "{}",
+                            event.message
+                        );
                         let _ = inner.updates.send(Update::Logged {
                             operation: self.record.id.clone(),
                             event,
@@ -748,8 +755,13 @@ impl<E: Eks + 'static> Actor<E> {
             .as_ref()
             .and_then(|p| convert::run_step(&self.record.id, step, attempt, p))
         else {
-            self.fail_here(step, attempt, "BAD_PARAMETERS", "the operation's stored parameters cannot be read; it cannot continue")
-                .await;
+            self.fail_here(
+                step,
+                attempt,
+                "BAD_PARAMETERS",
+                "the operation's stored parameters cannot be read; it cannot continue",
+            )
+            .await;
             return;
         };
         let msg = pb::CoordinatorMessage {

@@ -121,10 +121,7 @@ pub fn sync(
     }
     // A failure of the attempt in flight (the machine moved on from it): keep its error.
     if let Event::StepFailed {
-        step,
-        code,
-        message,
-        ..
+        step, code, message, ..
     } = event
     {
         let s = step_mut(r, *step);

@@ -146,7 +146,11 @@ struct Reader<E> {
 }
 
 impl<E: Eks + 'static> Reader<E> {
-    async fn run(self, mut inbound: Streaming<pb::AgentMessage>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    async fn run(
+        self,
+        mut inbound: Streaming<pb::AgentMessage>,
+        mut stopped: tokio::sync::oneshot::Receiver<()>,
+    ) {
         let why = loop {
             let next = tokio::select! {
                 _ = &mut stopped => break "replaced by a newer session".to_string(),
@@ -154,7 +158,10 @@ impl<E: Eks + 'static> Reader<E> {
             };
             let msg = match next {
                 Err(_) => {
-                    break format!("no message for {}s (3 heartbeat intervals)", self.silence.as_secs())
+                    break format!(
+                        "no message for {}s (3 heartbeat intervals)",
+                        self.silence.as_secs()
+                    )
                 }
                 Ok(Err(status)) => break format!("stream error: {}", status.message()),
                 Ok(Ok(None)) => break "stream ended".to_string(),

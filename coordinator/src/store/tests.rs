@@ -166,11 +166,21 @@ fn contract(store: &dyn Store) {
     // Commit: the record and its events together, sequence numbers continuing; a conflict writes
     // neither.
     let (op, evs) = store
-        .commit("op-1", 2, &mut |op| op.state = OperationState::Succeeded, &[event(4), event(5)])
+        .commit(
+            "op-1",
+            2,
+            &mut |op| op.state = OperationState::Succeeded,
+            &[event(4), event(5)],
+        )
         .unwrap();
     assert_eq!((op.version, op.state), (3, OperationState::Succeeded));
     assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
-    let lost = store.commit("op-1", 2, &mut |op| op.state = OperationState::Failed, &[event(6)]);
+    let lost = store.commit(
+        "op-1",
+        2,
+        &mut |op| op.state = OperationState::Failed,
+        &[event(6)],
+    );
     assert!(matches!(lost, Err(StoreError::Conflict { .. })), "{lost:?}");
     assert_eq!(seqs("op-1", 0), [1, 2, 3, 4, 5]);
     assert_eq!(

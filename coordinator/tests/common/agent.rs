@@ -56,7 +56,9 @@ impl AgentSession {
         let mut req = tonic::Request::new(ReceiverStream::new(rx));
         req.metadata_mut().insert(
             "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
         );
         let inbound = client.connect(req).await?.into_inner();
         let hb = out.clone();
@@ -419,6 +421,8 @@ pub async fn kube(fleet: &flotilla_sim::fleet::Fleet, dir: &std::path::Path, nam
 
 /// The cluster's inventory as the agent reports it in Hello.
 pub async fn hello_inventory(cluster: &KubeCluster) -> pb::Inventory {
-    let inv = flotilla_agent::inventory::collect(cluster).await.expect("inventory");
+    let inv = flotilla_agent::inventory::collect(cluster)
+        .await
+        .expect("inventory");
     inventory(&inv)
 }
