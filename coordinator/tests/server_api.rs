@@ -422,6 +422,60 @@ async fn bad_and_unknown_inputs_name_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_disconnected_after_three_heartbeat_intervals() {
+    let pki = Pki::new(&["sim-1"]);
+    let coord = start_coordinator(&pki, &pki.path("data"), offline_clusters()).await;
+    let addr = coord.local_addr();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::AgentMessage {
+        message: Some(pb::agent_message::Message::Hello(pb::Hello {
+            cluster_id: "sim-1".into(),
+            agent_version: "0.0.1".into(),
+            inventory: None,
+            running: Vec::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut client =
+        flotilla_proto::fleet::v1::agent_gateway_client::AgentGatewayClient::new(channel(addr, &pki, "agent-sim-1"));
+    let mut inbound = client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session opens")
+        .into_inner();
+    let mut fleet = viewer(addr, &pki);
+    let connected = |fleet: &mut FleetClient<tonic::transport::Channel>| {
+        let mut f = fleet.clone();
+        async move {
+            f.get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .connected
+        }
+    };
+    assert!(connected(&mut fleet).await);
+    // The stream stays open (the sender is held) but nothing more is sent: the coordinator ends
+    // the session after 3 × the 2 s heartbeat interval. The bound below only catches a hang.
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the silent session was never ended");
+    assert!(!connected(&mut fleet).await);
+    let c = fleet
+        .get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.agent_version, "0.0.1");
+    assert!(c.last_seen.is_some());
+    drop(tx);
+    coord.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_answer() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};

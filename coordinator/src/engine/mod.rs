@@ -664,6 +664,17 @@ impl<E: Eks + 'static> Actor<E> {
                     // Nothing was persisted, so nothing is done and nothing acked: the agent
                     // re-sends, ticks and cancels can be tried again.
                     tracing::error!(error = %e, event = ?input.event, "could not persist the transition; not acting on it");
+                    if let StoreError::Conflict { .. } = e {
+                        // Another writer got there first (it should not happen: this actor is the
+                        // only one); continue from what is stored.
+                        let id = self.record.id.clone();
+                        if let Ok(Some(stored)) =
+                            blocking(&self.engine.inner.store, move |s| s.get_operation(&id)).await
+                        {
+                            self.machine = stored.machine.clone().unwrap_or(Machine::Pending);
+                            self.record = stored;
+                        }
+                    }
                     if let Some(reply) = input.reply {
                         let _ = reply.send(Err(e.into()));
                     }
