@@ -122,10 +122,7 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
                         "expected a list in parentheses after `{op}`, e.g. {key} {op} (a,b)"
                     ));
                 };
-                let values = inner
-                    .split(',')
-                    .map(value_of)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let values = inner.split(',').map(value_of).collect::<Result<Vec<_>, _>>()?;
                 if values.iter().all(String::is_empty) {
                     return Err(format!("`{op}` needs at least one value"));
                 }

@@ -437,8 +437,11 @@ async fn a_silent_agent_is_disconnected_after_three_heartbeat_intervals() {
     })
     .await
     .unwrap();
-    let mut client =
-        flotilla_proto::fleet::v1::agent_gateway_client::AgentGatewayClient::new(channel(addr, &pki, "agent-sim-1"));
+    let mut client = flotilla_proto::fleet::v1::agent_gateway_client::AgentGatewayClient::new(channel(
+        addr,
+        &pki,
+        "agent-sim-1",
+    ));
     let mut inbound = client
         .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -448,11 +451,13 @@ async fn a_silent_agent_is_disconnected_after_three_heartbeat_intervals() {
     let connected = |fleet: &mut FleetClient<tonic::transport::Channel>| {
         let mut f = fleet.clone();
         async move {
-            f.get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
-                .await
-                .unwrap()
-                .into_inner()
-                .connected
+            f.get_cluster(pb::GetClusterRequest {
+                cluster_id: "sim-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .connected
         }
     };
     assert!(connected(&mut fleet).await);
@@ -465,7 +470,9 @@ async fn a_silent_agent_is_disconnected_after_three_heartbeat_intervals() {
     assert!(ended.is_ok(), "the silent session was never ended");
     assert!(!connected(&mut fleet).await);
     let c = fleet
-        .get_cluster(pb::GetClusterRequest { cluster_id: "sim-1".into() })
+        .get_cluster(pb::GetClusterRequest {
+            cluster_id: "sim-1".into(),
+        })
         .await
         .unwrap()
         .into_inner();

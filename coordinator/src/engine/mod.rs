@@ -870,3 +870,6 @@ impl<E: Eks + 'static> Actor<E> {
         self.coordinator_task = Some((step, attempt, task));
     }
 }
+
+#[cfg(test)]
+mod tests;
