@@ -196,12 +196,13 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         auth::operator(&request, "Fleet/ListClusters", Access::Read)?;
         let selector = Selector::parse(&request.get_ref().label_selector)
             .map_err(|e| Status::invalid_argument(format!("label_selector: {e}")))?;
+        let mut busy = self.engine.current_operations();
         let mut clusters: Vec<pb::Cluster> = self
             .clusters
             .clusters
             .iter()
             .filter(|c| selector.matches(&c.labels))
-            .filter_map(|c| self.cluster_proto(&c.name))
+            .map(|c| convert::cluster(c, &self.sessions.info(&c.name), busy.remove(&c.name)))
             .collect();
         clusters.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Response::new(pb::ListClustersResponse { clusters }))

@@ -257,6 +257,18 @@ impl<E: Eks + 'static> Engine<E> {
             .min()
     }
 
+    /// The unfinished operation of every busy cluster (one lock, for listing many clusters).
+    pub fn current_operations(&self) -> HashMap<String, String> {
+        let mut out: HashMap<String, String> = HashMap::new();
+        for (id, a) in lock(&self.inner.actors).iter() {
+            let e = out.entry(a.cluster.clone()).or_insert_with(|| id.clone());
+            if id < e {
+                *e = id.clone();
+            }
+        }
+        out
+    }
+
     /// Loads every unfinished operation and resumes it: [`Event::Resume`] re-issues what was in
     /// flight (agent steps with the same attempt, coordinator steps as a re-check); a pending one
     /// is started. Returns how many were resumed.
