@@ -41,6 +41,23 @@ impl MemStore {
         }
     }
 
+    /// Appends to a known operation's log, applying retention.
+    fn push_event(&self, inner: &mut Inner, operation: &str, event: NewEvent) -> EventRecord {
+        let (last, log) = inner.events.entry(operation.to_owned()).or_default();
+        *last += 1;
+        let record = EventRecord {
+            seq: *last,
+            at: event.at,
+            step: event.step,
+            message: event.message,
+        };
+        log.push_back(record.clone());
+        while log.len() as u64 > self.event_retention {
+            log.pop_front();
+        }
+        record
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves consistent maps (every change is one insert).
         self.inner
@@ -103,24 +120,32 @@ impl Store for MemStore {
         Ok(next)
     }
 
+    fn commit(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut OperationRecord),
+        events: &[NewEvent],
+    ) -> Result<(OperationRecord, Vec<EventRecord>)> {
+        let mut inner = self.lock();
+        let Some(current) = inner.operations.get(id) else {
+            return Err(StoreError::NotFound(id.to_owned()));
+        };
+        let next = apply_update(current, expected_version, f)?;
+        inner.operations.insert(id.to_owned(), next.clone());
+        let records = events
+            .iter()
+            .map(|e| self.push_event(&mut inner, id, e.clone()))
+            .collect();
+        Ok((next, records))
+    }
+
     fn append_event(&self, operation: &str, event: NewEvent) -> Result<EventRecord> {
         let mut inner = self.lock();
         if !inner.operations.contains_key(operation) {
             return Err(StoreError::NotFound(operation.to_owned()));
         }
-        let (last, log) = inner.events.entry(operation.to_owned()).or_default();
-        *last += 1;
-        let record = EventRecord {
-            seq: *last,
-            at: event.at,
-            step: event.step,
-            message: event.message,
-        };
-        log.push_back(record.clone());
-        while log.len() as u64 > self.event_retention {
-            log.pop_front();
-        }
-        Ok(record)
+        Ok(self.push_event(&mut inner, operation, event))
     }
 
     fn list_events(&self, operation: &str, since: u64) -> Result<Vec<EventRecord>> {

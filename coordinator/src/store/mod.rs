@@ -22,7 +22,10 @@ pub use self::sled::SledStore;
 
 /// The on-disk layout version. Bump it when a stored type changes incompatibly; an older or newer data
 /// dir is then refused with [`StoreError::Schema`] instead of being misread.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// History: 1 — first layout; 2 — operations carry the state machine's state (`machine`), the
+/// rollout and caller that started them, start and finish times; steps carry the typed error.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How many events are kept per operation unless configured otherwise; older ones are dropped.
 pub const DEFAULT_EVENT_RETENTION: u64 = 1000;
@@ -96,6 +99,8 @@ pub enum StepState {
     Failed,
     /// Not run, on purpose (for example a rollback made it moot).
     Skipped,
+    /// Stopped while running (the operation was cancelled and rolled back).
+    Cancelled,
 }
 
 /// One step of an operation, with its state and attempt count.
@@ -119,6 +124,13 @@ pub struct StepRecord {
     /// The error of the latest failed attempt.
     #[serde(default)]
     pub error: Option<String>,
+    /// The stable code of that error (`DRAIN_BLOCKED`, `EKS_API`, ...).
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// That error as the agent sent it, when an agent step failed: the protobuf `StepError`,
+    /// base64-encoded, so the API can return it whole (blockers and details included).
+    #[serde(default)]
+    pub error_detail: Option<String>,
     /// Outputs a later step needs (for example recorded replica counts), as the step defines them.
     #[serde(default)]
     pub outputs: serde_json::Value,
@@ -140,8 +152,24 @@ pub struct OperationRecord {
     pub state: OperationState,
     /// The planned steps, in order.
     pub steps: Vec<StepRecord>,
+    /// The state machine's state ([`crate::operation::OperationState`]), the source of truth the
+    /// engine resumes from; `state` and `steps` are kept in sync with it for display.
+    #[serde(default)]
+    pub machine: Option<crate::operation::OperationState>,
+    /// The rollout that started it, if any.
+    #[serde(default)]
+    pub rollout_id: Option<String>,
+    /// Who started it: the caller's identity URI (`spiffe://flotilla/operator/operator/alice`).
+    #[serde(default)]
+    pub created_by: String,
     /// When it was accepted.
     pub created_at: Timestamp,
+    /// When its first step started.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When it reached a final state.
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
     /// When it last changed (set by the caller, who owns the clock).
     pub updated_at: Timestamp,
     /// Optimistic-concurrency counter: 1 on create, +1 on every [`Store::update_operation`]. Set by
@@ -258,6 +286,17 @@ pub trait Store: Send + Sync {
         expected_version: u64,
         f: &mut dyn FnMut(&mut OperationRecord),
     ) -> Result<OperationRecord>;
+
+    /// [`Store::update_operation`] and [`Store::append_event`] for each of `events`, in one atomic
+    /// write: either the new record and all its events are durable, or none of them. This is how a
+    /// state transition and the log lines that describe it are persisted before they are acted on.
+    fn commit(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut OperationRecord),
+        events: &[NewEvent],
+    ) -> Result<(OperationRecord, Vec<EventRecord>)>;
 
     /// Appends an event to the operation's log with the next sequence number, dropping the oldest
     /// events beyond the retention bound. [`StoreError::NotFound`] if there is no such operation.

@@ -117,6 +117,23 @@ impl SledStore {
         Ok(())
     }
 
+    /// Retention: drops everything older than the newest `event_retention` events, given the last
+    /// sequence number. Outside the transaction (sled transactions cannot scan); a crash here only
+    /// leaves a few extra events until the next append.
+    fn prune(&self, operation: &str, last_seq: u64) -> Result<()> {
+        if last_seq > self.event_retention {
+            let first_kept = last_seq - self.event_retention + 1;
+            let stale = self
+                .events
+                .range(event_key(operation, 0)..event_key(operation, first_kept));
+            for kv in stale {
+                let (k, _) = kv.map_err(StoreError::backend)?;
+                self.events.remove(k).map_err(StoreError::backend)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes to disk; called after every accepted write.
     fn durable(&self) -> Result<()> {
         self.db.flush().map_err(StoreError::backend)?;
@@ -149,6 +166,33 @@ fn decode<T: DeserializeOwned>(what: impl Fn() -> String, bytes: &[u8]) -> Resul
 
 fn decode_seq(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Appends one event inside a transaction over the events and sequence trees.
+fn append_in(
+    events: &::sled::transaction::TransactionalTree,
+    seqs: &::sled::transaction::TransactionalTree,
+    operation: &str,
+    event: &NewEvent,
+) -> std::result::Result<EventRecord, ConflictableTransactionError<StoreError>> {
+    let seq = seqs
+        .get(operation.as_bytes())?
+        .map(|v| decode_seq(&v))
+        .unwrap_or(0)
+        + 1;
+    let record = EventRecord {
+        seq,
+        at: event.at,
+        step: event.step.clone(),
+        message: event.message.clone(),
+    };
+    let v = match encode(|| format!("event {operation}#{seq}"), &record) {
+        Ok(v) => v,
+        Err(e) => return abort(e),
+    };
+    events.insert(event_key(operation, seq), v)?;
+    seqs.insert(operation.as_bytes(), &seq.to_be_bytes())?;
+    Ok(record)
 }
 
 /// Turns a transaction's outcome into ours.
@@ -270,43 +314,60 @@ impl Store for SledStore {
         }
     }
 
+    fn commit(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut OperationRecord),
+        events: &[NewEvent],
+    ) -> Result<(OperationRecord, Vec<EventRecord>)> {
+        // Apply `f` outside the transaction (whose closure may run more than once), then write only
+        // if the record is still the one `f` saw: a compare-and-swap spanning the event log.
+        let Some(old) = self.operations.get(id.as_bytes()).map_err(StoreError::backend)? else {
+            return Err(StoreError::NotFound(id.to_owned()));
+        };
+        let current: OperationRecord = decode(|| format!("operation {id}"), &old)?;
+        let next = apply_update(&current, expected_version, f)?;
+        let v = encode(|| format!("operation {id}"), &next)?;
+        let r = (&self.operations, &self.events, &self.event_seq).transaction(|(ops, evs, seqs)| {
+            match ops.get(id.as_bytes())? {
+                None => return abort(StoreError::NotFound(id.to_owned())),
+                Some(now) if now != old => {
+                    let found = decode::<OperationRecord>(|| format!("operation {id}"), &now)
+                        .map(|o| o.version)
+                        .unwrap_or(0);
+                    return abort(StoreError::Conflict {
+                        id: id.to_owned(),
+                        expected: expected_version,
+                        found,
+                    });
+                }
+                Some(_) => {}
+            }
+            ops.insert(id.as_bytes(), v.as_slice())?;
+            let mut records = Vec::with_capacity(events.len());
+            for event in events {
+                records.push(append_in(evs, seqs, id, event)?);
+            }
+            Ok(records)
+        });
+        let records = tx_result(r)?;
+        if let Some(last) = records.last() {
+            self.prune(id, last.seq)?;
+        }
+        self.durable()?;
+        Ok((next, records))
+    }
+
     fn append_event(&self, operation: &str, event: NewEvent) -> Result<EventRecord> {
         let r = (&self.operations, &self.events, &self.event_seq).transaction(|(ops, events, seqs)| {
             if ops.get(operation.as_bytes())?.is_none() {
                 return abort(StoreError::NotFound(operation.to_owned()));
             }
-            let seq = seqs
-                .get(operation.as_bytes())?
-                .map(|v| decode_seq(&v))
-                .unwrap_or(0)
-                + 1;
-            let record = EventRecord {
-                seq,
-                at: event.at,
-                step: event.step.clone(),
-                message: event.message.clone(),
-            };
-            let v = match encode(|| format!("event {operation}#{seq}"), &record) {
-                Ok(v) => v,
-                Err(e) => return abort(e),
-            };
-            events.insert(event_key(operation, seq), v)?;
-            seqs.insert(operation.as_bytes(), &seq.to_be_bytes())?;
-            Ok(record)
+            append_in(events, seqs, operation, &event)
         });
         let record = tx_result(r)?;
-        // Retention: drop everything older than the newest `event_retention`. Outside the transaction
-        // (sled transactions cannot scan); a crash here only leaves a few extra events until the next append.
-        if record.seq > self.event_retention {
-            let first_kept = record.seq - self.event_retention + 1;
-            let stale = self
-                .events
-                .range(event_key(operation, 0)..event_key(operation, first_kept));
-            for kv in stale {
-                let (k, _) = kv.map_err(StoreError::backend)?;
-                self.events.remove(k).map_err(StoreError::backend)?;
-            }
-        }
+        self.prune(operation, record.seq)?;
         self.durable()?;
         Ok(record)
     }
