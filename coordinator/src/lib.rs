@@ -16,4 +16,5 @@ pub mod ca;
 pub mod eks;
 pub mod operation;
 pub mod plan;
+pub mod rollout;
 pub mod store;
