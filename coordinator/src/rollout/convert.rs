@@ -516,9 +516,7 @@ mod tests {
         assert!(events.iter().any(
             |e| matches!(e, pb::rollout_event::Event::Stage(s) if s.index == 0 && s.clusters.is_empty())
         ));
-        assert!(events
-            .iter()
-            .any(|e| *e == pb::rollout_event::Event::State(pb::RolloutState::Soaking as i32)));
+        assert!(events.contains(&pb::rollout_event::Event::State(pb::RolloutState::Soaking as i32)));
         assert!(changes(&r, &r).is_empty());
     }
 

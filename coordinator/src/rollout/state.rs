@@ -202,7 +202,7 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OperationWork {
     /// A migration with these parameters.
-    Migration(MigrationSpec),
+    Migration(Box<MigrationSpec>),
     /// One minor-version hop.
     Upgrade {
         /// The version the cluster is at.
@@ -438,6 +438,7 @@ pub struct OperationRef {
     /// Whether the engine confirmed it started.
     pub confirmed: bool,
     /// A stop sent to it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
 }
 
@@ -460,28 +461,39 @@ pub struct ClusterRun {
     /// Where it is.
     pub status: ClusterStatus,
     /// Its operations in order, planned when its turn came.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedOp>,
     /// How many of them succeeded.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub done: usize,
     /// Its current (running) or last operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationRef>,
     /// The step its running operation is at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     /// Why it waits, was skipped, cancelled or succeeded without work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When its first operation started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
     /// When it reached its final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// Whether its agent is connected.
     pub connected: bool,
     /// Since when its agent has been away (while disconnected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnected_since: Option<Timestamp>,
     /// When its turn came (or its next operation was due) while its agent was away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Timestamp>,
-    /// Its last inventory.
+    /// Its last inventory (kept only until its work is planned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<ClusterInventory>,
 }
 
@@ -644,7 +656,7 @@ impl Rollout {
     /// A cluster's state as operators see it (`stage`: its stage's index; `None` for unstaged).
     pub fn cluster_state(&self, stage: Option<usize>, cluster: &ClusterRun) -> RolloutState {
         match cluster.status {
-            ClusterStatus::Pending => match stage.map(|k| self.stages[k].status) {
+            ClusterStatus::Pending => match stage.and_then(|k| self.stages.get(k)).map(|s| s.status) {
                 Some(StageStatus::WaitingForApproval) => RolloutState::WaitingForApproval,
                 Some(StageStatus::Running) if self.paused.is_some() && self.phase == Phase::Active => {
                     RolloutState::Paused
@@ -687,7 +699,10 @@ impl Rollout {
     /// How many of stage `index`'s clusters may run at once.
     pub fn stage_limit(&self, index: usize) -> usize {
         let size = self.stages.get(index).map_or(0, |s| s.clusters.len());
-        self.spec.stages[index].max_concurrency.limit(size)
+        self.spec
+            .stages
+            .get(index)
+            .map_or(1, |s| s.max_concurrency.limit(size))
     }
 
     /// Operations running now (outcome not yet reported).
@@ -849,7 +864,9 @@ impl Rollout {
                             }
                         }
                     }
-                    if inventory.is_some() && c.inventory != *inventory {
+                    // Only a cluster still waiting for its turn plans from its inventory.
+                    if inventory.is_some() && c.status == ClusterStatus::Pending && c.inventory != *inventory
+                    {
                         c.inventory.clone_from(inventory);
                     }
                 }
@@ -1347,6 +1364,7 @@ impl Rollout {
             let list = ops.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
             c.plan = ops;
             c.done = 0;
+            c.inventory = None;
             c.status = ClusterStatus::Running;
             c.started_at = Some(now);
             c.reason = None;
@@ -1559,8 +1577,10 @@ impl Rollout {
     /// The parameters of a planned operation.
     pub fn work_for(&self, planned: &PlannedOp) -> Option<OperationWork> {
         match (planned, &self.spec.work) {
-            (PlannedOp::Migration, Work::Migration(m)) => Some(OperationWork::Migration(m.clone())),
-            (PlannedOp::Migration, Work::Upgrade(u)) => u.migration.clone().map(OperationWork::Migration),
+            (PlannedOp::Migration, Work::Migration(m)) => Some(OperationWork::Migration(Box::new(m.clone()))),
+            (PlannedOp::Migration, Work::Upgrade(u)) => {
+                u.migration.clone().map(|m| OperationWork::Migration(Box::new(m)))
+            }
             (PlannedOp::Upgrade { from, to }, Work::Upgrade(u)) => Some(OperationWork::Upgrade {
                 from: *from,
                 to: *to,
@@ -1685,6 +1705,7 @@ impl Cx {
 /// Puts a cluster in a final state.
 fn finish(c: &mut ClusterRun, status: ClusterStatus, reason: &str, now: Timestamp, cx: &mut Cx) {
     c.status = status;
+    c.inventory = None;
     c.reason = (!reason.is_empty()).then(|| reason.to_string());
     c.finished_at = Some(now);
     c.waiting_since = None;
@@ -1695,6 +1716,10 @@ fn finish(c: &mut ClusterRun, status: ClusterStatus, reason: &str, now: Timestam
         (s, r) => format!("{}: {r}", format!("{s:?}").to_lowercase()),
     };
     cx.record(Some(&c.name), line);
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// `now + d`, saturating.

@@ -721,6 +721,22 @@ fn stale_and_duplicate_results_are_ignored() {
 }
 
 #[test]
+fn a_late_replay_of_the_last_result_changes_nothing() {
+    let (r, _) = started(
+        spec(upgrade("1.35", false), vec![stage("all", "")]),
+        vec![cluster("a", "dev", "1.34")],
+    );
+    let fail = finished("a", "r1/a/1", failed("Drain"));
+    let (r, _) = next(&r, &fail, at(1));
+    assert_eq!(status(&r, "a"), ClusterStatus::Failed);
+    assert_eq!(next(&r, &fail, at(500)), (r.clone(), vec![]));
+    assert_eq!(
+        next(&r, &finished("a", "r1/a/1", Outcome::Succeeded), at(501)),
+        (r.clone(), vec![])
+    );
+}
+
+#[test]
 fn restart_reissues_operations_in_flight_and_stops() {
     let mut st = stage("all", "");
     st.max_concurrency = Concurrency::Count(2);
@@ -1175,6 +1191,19 @@ fn random_event_orders_keep_the_invariants() {
                 .expect("in range");
             let (n, actions) = next(&r, &e, now);
             check_invariants(&r, &n, &actions, &engine, now);
+            if history.contains(&e)
+                && matches!(
+                    e,
+                    Event::OperationFinished { .. } | Event::OperationStarted { .. }
+                )
+            {
+                // A late replay of an operation event does nothing but what time alone does.
+                assert_eq!(
+                    next(&r, &Event::Tick, now),
+                    (n.clone(), actions.clone()),
+                    "seed {seed}: replay of {e:?}"
+                );
+            }
             // The same event again (a replay, at the same moment) changes nothing.
             let (again, _) = next(&n, &e, now);
             assert_eq!(again, n, "seed {seed}: replaying {e:?} changed the state");
