@@ -8,7 +8,7 @@
 //! - [`eks`]: the EKS and Auto Scaling seam (trait [`eks::Eks`], the aws-sdk implementation, a fake)
 //!   and the waits that poll it with backoff.
 //! - [`store`]: the durable store (trait [`store::Store`], sled implementation): clusters, operations
-//!   with their steps, and per-operation event logs.
+//!   with their steps, rollouts, and per-operation and per-rollout event logs.
 //! - [`plan`]: the ordered step plans (who runs each step, retry policy, resume rule).
 //! - [`operation`]: the pure state machine that drives one operation through its plan.
 //! - [`upgrade`]: the coordinator's upgrade steps (preflight, control plane, node groups,
@@ -23,6 +23,8 @@
 //!   coordinator steps against EKS; resume after a restart.
 //! - [`fleet`]: the `Fleet` gRPC service; [`selector`]: label selectors over cluster labels.
 //! - [`convert`]: protobuf to and from the coordinator's types.
+//! - [`rollout`]: fleet rollouts: label selectors, the validated spec, and the pure state machine
+//!   that runs stages (concurrency, soak, failure budget, approval gates, pause, cancel).
 
 pub mod auth;
 pub mod ca;
@@ -38,5 +40,6 @@ pub mod plan;
 pub mod selector;
 pub mod server;
 pub mod sessions;
+pub mod rollout;
 pub mod store;
 pub mod upgrade;

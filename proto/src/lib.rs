@@ -16,6 +16,9 @@
 /// Generated code for package `flotilla.fleet.v1`.
 pub mod fleet {
     /// Version 1 of the fleet protocol.
+    // `RolloutEvent.event` carries a whole `Rollout` in one variant and small ones in the others;
+    // generated code keeps prost's plain layout (boxing would change the API).
+    #[allow(clippy::large_enum_variant)]
     pub mod v1 {
         tonic::include_proto!("flotilla.fleet.v1");
     }

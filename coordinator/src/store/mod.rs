@@ -1,5 +1,6 @@
 //! The coordinator's durable store: clusters, operations with each step's state and attempts, and an
-//! append-only, bounded event log per operation. Every transition is written (and flushed) before it is
+//! append-only, bounded event log per operation; rollouts (the state machine's [`Rollout`], stored
+//! whole) with an event log per rollout. Every transition is written (and flushed) before it is
 //! acted on, so a coordinator killed at any moment resumes from what it last acknowledged.
 //!
 //! [`Store`] is the trait domain logic sees; [`sled::SledStore`] is the one real implementation and
@@ -8,6 +9,8 @@
 pub mod fake;
 pub mod sled;
 
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;
 
@@ -19,15 +22,17 @@ use serde::{Deserialize, Serialize};
 
 pub use self::fake::MemStore;
 pub use self::sled::SledStore;
+use crate::rollout::Rollout;
 
 /// The on-disk layout version. Bump it when a stored type changes incompatibly; an older or newer data
 /// dir is then refused with [`StoreError::Schema`] instead of being misread.
 ///
 /// History: 1 — first layout; 2 — operations carry the state machine's state (`machine`), the
-/// rollout and caller that started them, start and finish times; steps carry the typed error.
+/// rollout and caller that started them, start and finish times; steps carry the typed error; rollouts and rollout event logs.
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// How many events are kept per operation unless configured otherwise; older ones are dropped.
+/// How many events are kept per operation (and per rollout) unless configured otherwise; older ones
+/// are dropped.
 pub const DEFAULT_EVENT_RETENTION: u64 = 1000;
 
 /// A cluster the coordinator knows about, keyed by [`ClusterRecord::name`].
@@ -203,6 +208,43 @@ pub struct EventRecord {
     pub message: String,
 }
 
+/// A rollout as stored, keyed by its id (`rollout.id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The rollout: spec, stages, clusters, as the state machine left it.
+    pub rollout: Rollout,
+    /// When it last changed (set by the caller, who owns the clock).
+    pub updated_at: Timestamp,
+    /// Optimistic-concurrency counter: 1 on create, +1 on every [`Store::update_rollout`]. Set by the
+    /// store; whatever a caller puts here is ignored.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// An event to append to a rollout's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRolloutEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// The cluster it concerns, if any.
+    pub cluster: Option<String>,
+    /// What happened, briefly.
+    pub message: String,
+}
+
+/// A stored rollout event: a [`NewRolloutEvent`] with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutEventRecord {
+    /// Per-rollout sequence number: 1, 2, 3, ... without gaps, never reused.
+    pub seq: u64,
+    /// When it happened.
+    pub at: Timestamp,
+    /// The cluster it concerns, if any.
+    pub cluster: Option<String>,
+    /// What happened, briefly.
+    pub message: String,
+}
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -242,6 +284,22 @@ pub enum StoreError {
     #[error("operation {id} changed concurrently: expected version {expected}, found {found}")]
     Conflict {
         /// Operation id.
+        id: String,
+        /// The version the caller read.
+        expected: u64,
+        /// The version now stored.
+        found: u64,
+    },
+    /// [`Store::create_rollout`] with an id that is already taken.
+    #[error("rollout {0} already exists")]
+    RolloutExists(String),
+    /// No rollout with this id.
+    #[error("rollout {0} not found")]
+    RolloutNotFound(String),
+    /// [`Store::update_rollout`] lost a race: the record is no longer at the expected version.
+    #[error("rollout {id} changed concurrently: expected version {expected}, found {found}")]
+    RolloutConflict {
+        /// Rollout id.
         id: String,
         /// The version the caller read.
         expected: u64,
@@ -306,6 +364,35 @@ pub trait Store: Send + Sync {
 
     /// Makes every earlier write durable (writes already do; this is for shutdown paths).
     fn flush(&self) -> Result<()>;
+
+    /// Stores a new rollout at version 1 and returns it; [`StoreError::RolloutExists`] if the id is
+    /// taken.
+    fn create_rollout(&self, rollout: &RolloutRecord) -> Result<RolloutRecord>;
+    /// The rollout `id`, if any.
+    fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>>;
+    /// Every rollout, ordered by id.
+    fn list_rollouts(&self) -> Result<Vec<RolloutRecord>>;
+    /// Compare-and-swap, as [`Store::update_operation`]: applies `f` if the rollout is still at
+    /// `expected_version`, stores it at `expected_version + 1` and returns it;
+    /// [`StoreError::RolloutConflict`] or [`StoreError::RolloutNotFound`] otherwise. `f` may not
+    /// change the rollout's id or the version (those are restored).
+    fn update_rollout(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut RolloutRecord),
+    ) -> Result<RolloutRecord>;
+
+    /// Appends events to the rollout's log in order, with the next sequence numbers, in one durable
+    /// write, dropping the oldest beyond the retention bound. [`StoreError::RolloutNotFound`] if
+    /// there is no such rollout.
+    fn append_rollout_events(
+        &self,
+        rollout: &str,
+        events: &[NewRolloutEvent],
+    ) -> Result<Vec<RolloutEventRecord>>;
+    /// The rollout's retained events with `seq > since`, oldest first.
+    fn list_rollout_events(&self, rollout: &str, since: u64) -> Result<Vec<RolloutEventRecord>>;
 }
 
 /// Applies an update closure, keeping the fields the store owns.
@@ -325,6 +412,26 @@ fn apply_update(
     f(&mut next);
     next.id.clone_from(&current.id);
     next.cluster.clone_from(&current.cluster);
+    next.version = expected_version + 1;
+    Ok(next)
+}
+
+/// Applies a rollout update closure, keeping the fields the store owns.
+fn apply_rollout_update(
+    current: &RolloutRecord,
+    expected_version: u64,
+    f: &mut dyn FnMut(&mut RolloutRecord),
+) -> Result<RolloutRecord> {
+    if current.version != expected_version {
+        return Err(StoreError::RolloutConflict {
+            id: current.rollout.id.clone(),
+            expected: expected_version,
+            found: current.version,
+        });
+    }
+    let mut next = current.clone();
+    f(&mut next);
+    next.rollout.id.clone_from(&current.rollout.id);
     next.version = expected_version + 1;
     Ok(next)
 }
