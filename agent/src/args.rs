@@ -193,6 +193,10 @@ pub struct MigrateArgs {
     /// How long scale-in may wait for a PodDisruptionBudget to allow its next step.
     #[arg(long, default_value = "2m", value_parser = duration)]
     pub restore_step_timeout: Duration,
+    /// On a failure or interrupt before the drain completes, leave the cluster as it stands
+    /// (resume by running the migration again) instead of rolling back.
+    #[arg(long)]
+    pub no_rollback: bool,
     /// Connection and output.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -213,6 +217,7 @@ impl MigrateArgs {
             nodes_ready_timeout: self.nodes_ready_timeout,
             verify_timeout: self.verify_timeout,
             restore_step_timeout: self.restore_step_timeout,
+            rollback: !self.no_rollback,
             ..MigrateOptions::new(&self.from, &self.to)
         }
     }
@@ -307,7 +312,22 @@ impl Args {
                     local::connect(m.common.kubeconfig.as_deref(), m.common.context.as_deref()).await?;
                 let json = m.common.output == Output::Json;
                 let ui = ProgressUi::new(json);
-                let report = local::migrate(&cluster, &name, &m.options(), &ui).await;
+                // SIGINT/SIGTERM stops the migration (rolled back unless --no-rollback); a second
+                // one stops the rollback too.
+                let stop = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(cancel_on_signal(stop.clone()));
+                let from = m.from.clone();
+                let second = stop.clone();
+                tokio::spawn(async move {
+                    second.cancelled().await;
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!(
+                            "interrupted again: stopped; run `flotilla-agent local rollback --from {from}` to finish the rollback"
+                        );
+                        std::process::exit(130);
+                    }
+                });
+                let report = local::migrate_until(&cluster, &name, &m.options(), &ui, &stop).await;
                 ui.finish();
                 let mut stdout = std::io::stdout().lock();
                 if json {
@@ -537,6 +557,7 @@ mod tests {
             "--on-blocked",
             "force-after=30s",
             "--force",
+            "--no-rollback",
             "-o",
             "json",
         ])
@@ -544,6 +565,7 @@ mod tests {
         let Some(Command::Local(LocalCommand::Migrate(m))) = a.command else {
             panic!("migrate")
         };
+        assert!(!m.options().rollback);
         assert_eq!(m.surge, Surge::Percent(50));
         assert_eq!(m.on_blocked, OnBlocked::ForceAfter(Duration::from_secs(30)));
         assert_eq!(m.node_timeout, Duration::from_secs(120));

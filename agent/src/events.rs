@@ -18,6 +18,16 @@ pub async fn warning<C: Cluster>(
     record(cluster, regarding, EventType::Warning, reason, message.into()).await;
 }
 
+/// An Event to record later with [`send`].
+pub fn note(regarding: ObjectRef, type_: EventType, reason: &str, message: impl Into<String>) -> EventNote {
+    EventNote {
+        regarding,
+        type_,
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
 async fn record<C: Cluster>(
     cluster: &C,
     regarding: ObjectRef,
@@ -25,13 +35,12 @@ async fn record<C: Cluster>(
     reason: &str,
     message: String,
 ) {
-    let note = EventNote {
-        regarding,
-        type_,
-        reason: reason.to_string(),
-        message,
-    };
+    send(cluster, note(regarding, type_, reason, message)).await;
+}
+
+/// Records an Event made with [`note`].
+pub async fn send<C: Cluster>(cluster: &C, note: EventNote) {
     if let Err(e) = cluster.record_event(&note).await {
-        tracing::warn!(error = %e, reason, object = %note.regarding.name, "could not record event");
+        tracing::warn!(error = %e, reason = %note.reason, object = %note.regarding.name, "could not record event");
     }
 }

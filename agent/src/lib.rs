@@ -7,7 +7,7 @@
 //! - [`cluster`]: the `Cluster` trait (the operations steps need), its kube-rs implementation
 //!   and an in-memory fake.
 //! - [`steps`]: one module per step, `enum Step` to dispatch them, progress and `StepError`.
-//! - [`inventory`], [`events`], [`model`]: what the steps share.
+//! - [`inventory`], [`events`], [`model`], [`placement`]: what the steps share.
 //! - [`uplink`]: the session with the coordinator (mTLS gRPC, dial out, run the steps it sends,
 //!   re-send results until acked) — what `flotilla-agent --coordinator URL` runs, and what a demo
 //!   embeds in-process with [`uplink::run`].
@@ -21,5 +21,6 @@ pub mod events;
 pub mod inventory;
 pub mod local;
 pub mod model;
+pub mod placement;
 pub mod steps;
 pub mod uplink;

@@ -1,6 +1,7 @@
 //! The local runner: a whole migration (WaitNodesReady, Taint, SurgeScale, VerifyReady, Drain,
 //! RestoreScale) on the current kubeconfig context, with live progress bars and a summary.
-//! Arguments and node groups are checked before anything in the cluster changes.
+//! Arguments and node groups are checked before anything in the cluster changes; a failure or an
+//! interrupt before the drain completes is rolled back (untaint, uncordon, restore scale).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cluster::{Cluster, KubeCluster};
@@ -19,8 +21,8 @@ use crate::steps::drain::{self, OnBlocked};
 use crate::steps::error::secs;
 use crate::steps::surge_scale::{self, Surge};
 use crate::steps::{
-    format_duration, restore_scale, taint, verify_ready, wait_nodes_ready, Progress, ProgressSink, Step,
-    StepError, StepKind, StepOutput,
+    format_duration, restore_scale, rollback, taint, verify_ready, wait_nodes_ready, Progress, ProgressSink,
+    Step, StepError, StepKind, StepOutput,
 };
 
 /// Everything `local migrate` takes.
@@ -50,10 +52,13 @@ pub struct MigrateOptions {
     pub nodes_ready_timeout: Duration,
     /// How long to wait for the surge to be available.
     pub verify_timeout: Duration,
-    /// How often the drain looks again.
+    /// Longest wait of the drain without news from its watches (timers and progress).
     pub drain_poll: Duration,
     /// How long RestoreScale waits for a budget to allow the next scale-in step.
     pub restore_step_timeout: Duration,
+    /// When a step fails (or the run is interrupted) before the drain has completed, run
+    /// Rollback: untaint, uncordon and restore the recorded scale (`--no-rollback` turns it off).
+    pub rollback: bool,
 }
 
 impl MigrateOptions {
@@ -72,8 +77,9 @@ impl MigrateOptions {
             min_new_nodes: None,
             nodes_ready_timeout: Duration::from_secs(600),
             verify_timeout: Duration::from_secs(600),
-            drain_poll: Duration::from_millis(200),
+            drain_poll: Duration::from_secs(1),
             restore_step_timeout: Duration::from_secs(120),
+            rollback: true,
         }
     }
 
@@ -207,13 +213,31 @@ pub enum Outcome {
         /// Why.
         error: ErrorReport,
     },
-    /// A step failed; the cluster is left as the step left it (run again to resume).
+    /// A step failed (or the run was interrupted: error `CANCELLED`).
     Failed {
         /// The failed step.
         step: StepKind,
         /// Why.
         error: ErrorReport,
+        /// Whether the migration was rolled back (the Rollback step's record says what it did).
+        rollback: RollbackState,
     },
+}
+
+/// What became of a failed migration's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackState {
+    /// The failure came before anything changed (WaitNodesReady).
+    NotNeeded,
+    /// Rolled back: old nodes untainted, unlabelled and uncordoned, scale restored.
+    Done,
+    /// The rollback itself failed; run `flotilla-agent local rollback` to finish it.
+    Failed,
+    /// Left as it was, to be resumed by running the migration again (`--no-rollback`, or a
+    /// failure after the drain completed, when the old nodes are empty and the rest is
+    /// RestoreScale's).
+    Kept,
 }
 
 /// What `local migrate` prints.
@@ -245,6 +269,14 @@ impl MigrationReport {
         }
     }
 
+    /// The rollback's output, if one ran and succeeded.
+    pub fn rollback(&self) -> Option<&rollback::Output> {
+        self.steps.iter().find_map(|s| match &s.output {
+            Some(StepOutput::Rollback(r)) => Some(r),
+            _ => None,
+        })
+    }
+
     /// The drain's output, if it ran.
     pub fn drain(&self) -> Option<&drain::Output> {
         self.steps.iter().find_map(|s| match &s.output {
@@ -262,6 +294,11 @@ impl MigrationReport {
                 format!("finished with {} node(s) skipped", skipped_nodes.len())
             }
             Outcome::Rejected { .. } => "rejected before any change".to_string(),
+            Outcome::Failed {
+                step,
+                rollback: RollbackState::Done,
+                ..
+            } => format!("FAILED at {step}, rolled back"),
             Outcome::Failed { step, .. } => format!("FAILED at {step}"),
         };
         out.push_str(&format!(
@@ -308,19 +345,76 @@ impl MigrationReport {
         }
         match &self.outcome {
             Outcome::Rejected { error } => out.push_str(&format!("  error: {}\n", error.message)),
-            Outcome::Failed { step, error } => {
+            Outcome::Failed {
+                step,
+                error,
+                rollback,
+            } => {
                 out.push_str(&format!("  error [{}]: {}\n", error.code, error.message));
-                if *step <= StepKind::Drain {
-                    out.push_str(&format!(
+                match rollback {
+                    RollbackState::Done => {
+                        if let Some(r) = self.rollback() {
+                            out.push_str(&format!("  Rolled back: {}\n", rolled_back(r)));
+                        }
+                        out.push_str(&format!(
+                            "  The old nodes take pods again; the new group `{}` is left in place. Fix the cause and run the migration again.\n",
+                            self.to
+                        ));
+                    }
+                    RollbackState::Failed => out.push_str(&format!(
+                        "  The rollback failed too; run `flotilla-agent local rollback --from {}` to finish it.\n",
+                        self.from
+                    )),
+                    RollbackState::Kept if *step <= StepKind::Drain => out.push_str(&format!(
                         "  Run the same command again to resume, or `flotilla-agent local rollback --from {}` to undo.\n",
                         self.from
-                    ));
+                    )),
+                    RollbackState::Kept => out.push_str(
+                        "  The old nodes are drained; run the same command again to finish.\n",
+                    ),
+                    RollbackState::NotNeeded => {
+                        out.push_str("  Nothing in the cluster was changed.\n")
+                    }
                 }
             }
             _ => {}
         }
         out
     }
+}
+
+/// What a rollback did, in one line.
+fn rolled_back(r: &rollback::Output) -> String {
+    let nodes = if r.nodes.is_empty() {
+        "no node needed changing".to_string()
+    } else {
+        format!(
+            "{} node(s) untainted and uncordoned ({})",
+            r.nodes.len(),
+            r.nodes.join(", ")
+        )
+    };
+    let deployments: Vec<String> = r
+        .restored
+        .deployments
+        .iter()
+        .map(|d| format!("{} to {}", d.deployment, d.replicas))
+        .collect();
+    let scale = if deployments.is_empty() {
+        "no scale to restore".to_string()
+    } else {
+        format!(
+            "{} Deployment(s) restored ({})",
+            deployments.len(),
+            deployments.join(", ")
+        )
+    };
+    let hpas = if r.restored.hpas.is_empty() {
+        String::new()
+    } else {
+        format!(", HPA(s) {}", r.restored.hpas.join(", "))
+    };
+    format!("{nodes}; {scale}{hpas}")
 }
 
 fn summarize(o: &StepOutput) -> String {
@@ -359,11 +453,7 @@ fn summarize(o: &StepOutput) -> String {
                 r.hpas.len()
             )
         }
-        StepOutput::Rollback(r) => format!(
-            "{} node(s) rolled back, {} deployment(s) restored",
-            r.nodes.len(),
-            r.restored.deployments.len()
-        ),
+        StepOutput::Rollback(r) => rolled_back(r),
         StepOutput::Postflight(p) => format!("{} nodes and {} deployments fine", p.nodes, p.deployments),
     }
 }
@@ -375,8 +465,21 @@ pub async fn migrate<C: Cluster>(
     opts: &MigrateOptions,
     progress: &dyn ProgressSink,
 ) -> MigrationReport {
+    migrate_until(cluster, cluster_name, opts, progress, &CancellationToken::new()).await
+}
+
+/// As [`migrate`], stopping when `stop` is cancelled (SIGINT, SIGTERM): the running step stops at
+/// its next await point and counts as failed (`CANCELLED`), then the rollback runs as after any
+/// failure (it is not stopped by `stop`).
+pub async fn migrate_until<C: Cluster>(
+    cluster: &C,
+    cluster_name: &str,
+    opts: &MigrateOptions,
+    progress: &dyn ProgressSink,
+    stop: &CancellationToken,
+) -> MigrationReport {
     let span = tracing::info_span!("migration", cluster = %cluster_name, from = %opts.from, to = %opts.to);
-    migrate_inner(cluster, cluster_name, opts, progress)
+    migrate_inner(cluster, cluster_name, opts, progress, stop)
         .instrument(span)
         .await
 }
@@ -386,6 +489,7 @@ async fn migrate_inner<C: Cluster>(
     cluster_name: &str,
     opts: &MigrateOptions,
     progress: &dyn ProgressSink,
+    stop: &CancellationToken,
 ) -> MigrationReport {
     let start = Instant::now();
     let mut report = MigrationReport {
@@ -406,7 +510,13 @@ async fn migrate_inner<C: Cluster>(
     };
     for step in opts.steps(new_nodes) {
         let t = Instant::now();
-        let result = step.run(cluster, cluster_name, progress).await;
+        let result = tokio::select! {
+            biased;
+            () = stop.cancelled() => Err(StepError::Cancelled {
+                reason: "the migration was interrupted".into(),
+            }),
+            r = step.run(cluster, cluster_name, progress) => r,
+        };
         let elapsed = t.elapsed();
         match result {
             Ok(output) => {
@@ -433,9 +543,17 @@ async fn migrate_inner<C: Cluster>(
                     output: None,
                     error: Some(error.clone()),
                 });
+                let rollback = if step.kind() < StepKind::Taint {
+                    RollbackState::NotNeeded
+                } else if !opts.rollback || step.kind() > StepKind::Drain {
+                    RollbackState::Kept
+                } else {
+                    roll_back(cluster, cluster_name, opts, progress, &mut report).await
+                };
                 report.outcome = Outcome::Failed {
                     step: step.kind(),
                     error,
+                    rollback,
                 };
                 break;
             }
@@ -443,6 +561,37 @@ async fn migrate_inner<C: Cluster>(
     }
     report.elapsed = start.elapsed();
     report
+}
+
+/// Runs Rollback after a failure before the drain completed, recording it in the report.
+async fn roll_back<C: Cluster>(
+    cluster: &C,
+    cluster_name: &str,
+    opts: &MigrateOptions,
+    progress: &dyn ProgressSink,
+    report: &mut MigrationReport,
+) -> RollbackState {
+    tracing::warn!("rolling back: untaint, uncordon, restore scale");
+    let step = Step::Rollback(rollback::Params {
+        group: opts.from.clone(),
+        taint_key: opts.taint_key.clone(),
+    });
+    let t = Instant::now();
+    let result = step.run(cluster, cluster_name, progress).await;
+    let (state, output, error) = match result {
+        Ok(o) => (RollbackState::Done, Some(o), None),
+        Err(e) => {
+            tracing::error!(error = %e, "rollback failed");
+            (RollbackState::Failed, None, Some(ErrorReport::from(e)))
+        }
+    };
+    report.steps.push(StepRecord {
+        step: StepKind::Rollback,
+        elapsed: t.elapsed(),
+        output,
+        error,
+    });
+    state
 }
 
 /// Connects with the given kubeconfig (or the inferred one: `$KUBECONFIG`, `~/.kube/config`,
@@ -653,6 +802,198 @@ mod tests {
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["outcome"]["status"], "succeeded");
         assert_eq!(json["steps"][4]["output"]["step"], "Drain");
+    }
+
+    /// Everything a migration may change: replicas, annotations, HPA bounds, node taints, labels
+    /// and cordons.
+    fn marks(fake: &FakeCluster) -> Vec<String> {
+        let st = fake.state();
+        let mut out: Vec<String> = st
+            .deployments
+            .iter()
+            .map(|(k, d)| {
+                format!(
+                    "{k} {} {:?}",
+                    model::deployment_replicas(d),
+                    d.metadata.annotations.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        out.extend(st.hpas.iter().map(|(k, h)| {
+            format!(
+                "{k} {:?} {:?}",
+                h.spec.as_ref().map(|s| (s.min_replicas, s.max_replicas)),
+                h.metadata.annotations.clone().unwrap_or_default()
+            )
+        }));
+        out.extend(st.nodes.iter().map(|(k, n)| {
+            let spec = n.spec.clone().unwrap_or_default();
+            format!(
+                "{k} {:?} {:?} {:?} {:?}",
+                spec.taints.unwrap_or_default(),
+                spec.unschedulable.filter(|u| *u),
+                n.metadata.labels,
+                n.metadata.annotations.clone().unwrap_or_default()
+            )
+        }));
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_before_the_drain_ends_is_rolled_back() {
+        let fake = cluster();
+        let before = marks(&fake);
+        // web's new pods never become Ready: VerifyReady fails after the surge.
+        fake.state().never_ready.insert("shop/web".into());
+        let opts = MigrateOptions {
+            verify_timeout: Duration::from_secs(10),
+            ..MigrateOptions::new("ng-old", "ng-new")
+        };
+        let report = migrate(&fake, "fake", &opts, &NoProgress).await;
+        let Outcome::Failed {
+            step,
+            rollback,
+            error,
+        } = &report.outcome
+        else {
+            panic!("{}", report.render_text())
+        };
+        assert_eq!((*step, *rollback), (StepKind::VerifyReady, RollbackState::Done));
+        assert_eq!(error.code, "DEPLOYMENTS_NOT_READY");
+        assert_eq!(report.exit_code(), 1);
+        let kinds: Vec<StepKind> = report.steps.iter().map(|s| s.step).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                StepKind::WaitNodesReady,
+                StepKind::Taint,
+                StepKind::SurgeScale,
+                StepKind::VerifyReady,
+                StepKind::Rollback
+            ]
+        );
+        assert_eq!(marks(&fake), before, "everything as before the migration");
+        let r = report.rollback().expect("rollback output");
+        assert_eq!(r.nodes, vec!["old-1".to_string(), "old-2".to_string()]);
+        assert_eq!(r.restored.deployments.len(), 3);
+        let text = report.render_text();
+        assert!(text.contains("FAILED at VerifyReady, rolled back"), "{text}");
+        assert!(
+            text.contains("Rolled back: 2 node(s) untainted and uncordoned (old-1, old-2)")
+                && text.contains("shop/web to 3"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["outcome"]["rollback"], "done");
+        assert_eq!(json["steps"][4]["step"], "Rollback");
+        assert!(fake
+            .state()
+            .events
+            .iter()
+            .any(|e| e.reason == "FlotillaRolledBack"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_rollback_leaves_the_changes_for_a_rerun() {
+        let fake = cluster();
+        fake.state().never_ready.insert("shop/web".into());
+        let opts = MigrateOptions {
+            verify_timeout: Duration::from_secs(10),
+            rollback: false,
+            ..MigrateOptions::new("ng-old", "ng-new")
+        };
+        let report = migrate(&fake, "fake", &opts, &NoProgress).await;
+        assert!(
+            matches!(
+                report.outcome,
+                Outcome::Failed {
+                    rollback: RollbackState::Kept,
+                    ..
+                }
+            ),
+            "{}",
+            report.render_text()
+        );
+        assert!(report.rollback().is_none());
+        let st = fake.state();
+        assert_eq!(model::deployment_replicas(&st.deployments["shop/web"]), 6);
+        assert!(st.nodes["old-1"]
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == model::DEFAULT_TAINT_KEY)));
+        drop(st);
+        assert!(report
+            .render_text()
+            .contains("Run the same command again to resume"));
+    }
+
+    /// Cancels a token when a step reports progress (an operator's Ctrl-C at that moment).
+    struct InterruptAt {
+        step: StepKind,
+        stop: CancellationToken,
+    }
+
+    impl ProgressSink for InterruptAt {
+        fn report(&self, p: Progress) {
+            if p.step == self.step {
+                self.stop.cancel();
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interrupt_is_rolled_back_and_a_failure_before_any_change_needs_none() {
+        let fake = cluster();
+        let before = marks(&fake);
+        let stop = CancellationToken::new();
+        let sink = InterruptAt {
+            step: StepKind::SurgeScale,
+            stop: stop.clone(),
+        };
+        let opts = MigrateOptions::new("ng-old", "ng-new");
+        let report = migrate_until(&fake, "fake", &opts, &sink, &stop).await;
+        let Outcome::Failed {
+            step,
+            error,
+            rollback,
+        } = &report.outcome
+        else {
+            panic!("{}", report.render_text())
+        };
+        assert!(
+            *step >= StepKind::SurgeScale && *step <= StepKind::VerifyReady,
+            "{step}"
+        );
+        assert_eq!(error.code, "CANCELLED");
+        assert_eq!(*rollback, RollbackState::Done);
+        assert_eq!(marks(&fake), before, "everything as before the migration");
+
+        // Interrupted while waiting for the new nodes: nothing changed, nothing to roll back.
+        let fake = cluster();
+        crate::cluster::fake::cordon_node(&fake, "new-1");
+        let stop = CancellationToken::new();
+        let sink = InterruptAt {
+            step: StepKind::WaitNodesReady,
+            stop: stop.clone(),
+        };
+        let report = migrate_until(&fake, "fake", &opts, &sink, &stop).await;
+        assert!(
+            matches!(
+                report.outcome,
+                Outcome::Failed {
+                    step: StepKind::WaitNodesReady,
+                    rollback: RollbackState::NotNeeded,
+                    ..
+                }
+            ),
+            "{}",
+            report.render_text()
+        );
+        assert!(report
+            .render_text()
+            .contains("Nothing in the cluster was changed"));
+        assert_eq!(fake.state().writes, 0);
     }
 
     #[tokio::test]

@@ -104,8 +104,18 @@ pub fn node_ready(node: &Node) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Why a node cannot take new pods, or `None` if it can (Ready, not cordoned, no
-/// `NoSchedule`/`NoExecute` taint).
+/// Whether a taint is one the node's own state puts (`node.kubernetes.io/not-ready`,
+/// `…/unreachable`, `…/unschedulable`, the pressure taints,
+/// `node.cloudprovider.kubernetes.io/uninitialized`), as opposed to one its group was given on
+/// purpose, which the pods' tolerations decide about (see [`crate::placement`]).
+pub fn condition_taint(key: &str) -> bool {
+    key.starts_with("node.kubernetes.io/") || key.starts_with("node.cloudprovider.kubernetes.io/")
+}
+
+/// Why a node cannot take new pods, or `None` if it can: not Ready, cordoned, or a `NoSchedule`
+/// or `NoExecute` taint of the node's own state ([`condition_taint`]). Taints a node group is
+/// given on purpose do not make its nodes unschedulable; which pods tolerate them is
+/// [`crate::placement`]'s question.
 pub fn node_unschedulable_reason(node: &Node) -> Option<String> {
     if !node_ready(node) {
         return Some("not Ready".into());
@@ -116,7 +126,7 @@ pub fn node_unschedulable_reason(node: &Node) -> Option<String> {
     }
     let taints = spec.and_then(|s| s.taints.as_ref()).into_iter().flatten();
     let hard: Vec<String> = taints
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .filter(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && condition_taint(&t.key))
         .map(|t| format!("{}:{}", t.key, t.effect))
         .collect();
     if hard.is_empty() {
@@ -287,6 +297,15 @@ impl Resources {
             cpu_millis: self.cpu_millis + o.cpu_millis,
             memory_bytes: self.memory_bytes + o.memory_bytes,
             pods: self.pods + o.pods,
+        }
+    }
+
+    /// Negative components raised to zero (a node over-committed has nothing free).
+    pub fn max_zero(&self) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.max(0),
+            memory_bytes: self.memory_bytes.max(0),
+            pods: self.pods.max(0),
         }
     }
 

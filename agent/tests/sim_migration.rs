@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_agent::cluster::{
-    Cluster, DeploymentPatch, EventNote, Eviction, HpaPatch, KubeCluster, Result as CResult,
+    Cluster, DeploymentPatch, EventNote, Eviction, HpaPatch, KubeCluster, Result as CResult, WatchStream,
 };
-use flotilla_agent::local::{self, MigrateOptions, Outcome};
+use flotilla_agent::local::{self, MigrateOptions, Outcome, RollbackState};
 use flotilla_agent::model;
 use flotilla_agent::steps::drain::{self, OnBlocked};
 use flotilla_agent::steps::{
@@ -449,15 +449,23 @@ async fn each_step_leaves_its_marks_in_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_that_never_allows_fails_naming_pod_and_pdb() {
     let sim = start(stuck_scenario()).await;
+    // --no-rollback: the cluster stays as the drain left it, for a re-run.
     let opts = MigrateOptions {
         node_timeout: Duration::from_secs(4),
+        rollback: false,
         ..options()
     };
     let report = local::migrate(&sim.cluster, "sim-1", &opts, &NoProgress).await;
-    let Outcome::Failed { step, error } = &report.outcome else {
+    let Outcome::Failed {
+        step,
+        error,
+        rollback,
+    } = &report.outcome
+    else {
         panic!("{}", report.render_text())
     };
     assert_eq!(*step, StepKind::Drain);
+    assert_eq!(*rollback, RollbackState::Kept);
     assert_eq!(error.code, "DRAIN_BLOCKED");
     let StepError::DrainBlocked { blockers, .. } = &error.error else {
         panic!("{error:?}")
@@ -550,6 +558,156 @@ async fn force_after_deletes_despite_the_budget_and_records_it() {
     assert_restored(&sim).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_mid_drain_the_migration_is_rolled_back() {
+    let sim = start(scenario()).await;
+    // An operator's Ctrl-C once the drain has evicted a few pods.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let fleet_cluster = Arc::clone(sim.fleet.cluster("sim-1").expect("sim-1"));
+    let interrupt = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while fleet_cluster.lock().stats().stats().evictions_allowed < 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.cancel();
+        })
+    };
+    let report = local::migrate_until(&sim.cluster, "sim-1", &options(), &NoProgress, &stop).await;
+    interrupt.abort();
+    let Outcome::Failed {
+        step,
+        error,
+        rollback,
+    } = &report.outcome
+    else {
+        panic!("{}", report.render_text())
+    };
+    assert_eq!(*step, StepKind::Drain, "{}", report.render_text());
+    assert_eq!(error.code, "CANCELLED");
+    assert_eq!(*rollback, RollbackState::Done, "{}", report.render_text());
+    let rolled = report.rollback().expect("rollback output");
+    assert_eq!(rolled.nodes.len(), 4, "{rolled:?}");
+    assert_eq!(rolled.restored.deployments.len(), ORIGINAL.len());
+    assert!(
+        report
+            .render_text()
+            .contains("Rolled back: 4 node(s) untainted and uncordoned"),
+        "{}",
+        report.render_text()
+    );
+    // The old nodes take pods again: no taint, label, cordon or Flotilla annotation left.
+    for n in sim.nodes("ng-old").await {
+        let spec = n.spec.clone().unwrap_or_default();
+        assert_ne!(spec.unschedulable, Some(true), "{:?}", n.metadata.name);
+        assert!(spec
+            .taints
+            .unwrap_or_default()
+            .iter()
+            .all(|t| t.key != model::DEFAULT_TAINT_KEY));
+        assert_eq!(model::label(&n.metadata, model::EXCLUDE_LB_LABEL), None);
+        assert_eq!(model::annotation(&n.metadata, model::CORDONED_ANNOTATION), None);
+        assert_eq!(
+            model::annotation(&n.metadata, model::ADDED_LABELS_ANNOTATION),
+            None
+        );
+    }
+    assert_restored(&sim).await;
+    sim.assert_zero_downtime();
+    assert_eq!(sim.events("FlotillaRolledBack").await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_the_new_nodes_do_not_admit_is_refused_naming_each_deployment_and_why() {
+    // ng-new is dedicated (taint dedicated=infra:NoSchedule) and no workload tolerates it.
+    let mut s = scenario();
+    s.node_groups[1].taints.push(TaintSpec {
+        key: "dedicated".into(),
+        value: "infra".into(),
+        effect: TaintEffect::NoSchedule,
+    });
+    let sim = start(s).await;
+    let report = local::migrate(&sim.cluster, "sim-1", &options(), &NoProgress).await;
+    let Outcome::Failed {
+        step,
+        error,
+        rollback,
+    } = &report.outcome
+    else {
+        panic!("{}", report.render_text())
+    };
+    // The group's own taint does not keep WaitNodesReady waiting; SurgeScale refuses.
+    assert_eq!(*step, StepKind::SurgeScale, "{}", report.render_text());
+    assert_eq!(error.code, "INSUFFICIENT_CAPACITY");
+    assert_eq!(*rollback, RollbackState::Done);
+    let StepError::InsufficientCapacity { unplaced, .. } = &error.error else {
+        panic!("{error:?}")
+    };
+    let named: Vec<&str> = unplaced.iter().filter_map(|u| u.split(' ').next()).collect();
+    for d in ["shop/api", "shop/cache", "shop/web", "shop/worker"] {
+        assert!(named.contains(&d), "{d} named in {unplaced:?}");
+    }
+    assert!(
+        unplaced
+            .iter()
+            .all(|u| u.contains("4 node(s): taint dedicated=infra:NoSchedule not tolerated")),
+        "{unplaced:?}"
+    );
+    // Nothing was scaled or annotated.
+    assert_restored(&sim).await;
+    assert!(sim.events("FlotillaSurgeScaled").await.is_empty());
+
+    // Without the taint, a required node affinity no new node matches names only its Deployment.
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    for mut n in sim.nodes("ng-new").await {
+        if let Some(t) = n.spec.as_mut().and_then(|s| s.taints.as_mut()) {
+            t.retain(|t| t.key != "dedicated");
+        }
+        nodes
+            .replace(model::name(&n.metadata), &Default::default(), &n)
+            .await
+            .expect("untaint ng-new");
+    }
+    let api: Api<Deployment> = Api::namespaced(sim.client.clone(), "shop");
+    let affinity = serde_json::json!({"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {
+    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}]}
+    ]}}}}}}});
+    api.patch(
+        "api",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&affinity),
+    )
+    .await
+    .expect("patch api");
+    taint::run(&sim.cluster, &taint::Params::new("ng-old"), &NoProgress)
+        .await
+        .expect("taint");
+    let err = surge_scale::run(
+        &sim.cluster,
+        &surge_scale::Params::new("ng-old", "ng-new", Default::default()),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err();
+    let StepError::InsufficientCapacity { unplaced, .. } = &err else {
+        panic!("{err:?}")
+    };
+    // 3 surge pods, and the rollout's first new pod, already Pending for the same reason.
+    assert_eq!(
+        unplaced,
+        &vec![
+            "shop/api (4 pod(s)): no node of ng-new admits its pods (4 node(s): required node affinity \
+             (kubernetes.io/os In (windows)) not matched)"
+                .to_string()
+        ]
+    );
+    assert_eq!(
+        model::deployment_replicas(&sim.deployments().await["shop/web"]),
+        4
+    );
+}
+
 /// A [`Cluster`] that forwards to the real one and hangs forever at the n-th write: an agent
 /// killed at that point (the test drops the future).
 struct Killable<'a> {
@@ -602,6 +760,12 @@ impl Cluster for Killable<'_> {
     }
     async fn pdbs(&self) -> CResult<Vec<PodDisruptionBudget>> {
         self.inner.pdbs().await
+    }
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
+        self.inner.watch_pods(node)
+    }
+    fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {
+        self.inner.watch_pdbs()
     }
     async fn evict(&self, ns: &str, name: &str) -> CResult<Eviction> {
         self.gate().await;

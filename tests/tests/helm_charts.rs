@@ -15,10 +15,11 @@ use std::time::Duration;
 use flotilla_agent::cluster::kube::RBAC;
 use flotilla_agent::cluster::{
     Cluster, DeploymentPatch, EventNote, EventType, Eviction, HpaPatch, KubeCluster, ObjectRef,
-    Result as ClusterResult,
+    Result as ClusterResult, WatchStream, Watched,
 };
 use flotilla_sim::fleet::{Fleet, FleetOptions};
 use flotilla_sim::scenario::Scenario;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
@@ -1400,6 +1401,8 @@ const METHODS: &[&str] = &[
     "hpas",
     "patch_hpa",
     "pdbs",
+    "watch_pods",
+    "watch_pdbs",
     "evict",
     "delete_pod",
     "record_event",
@@ -1474,6 +1477,14 @@ impl<C: Cluster> Cluster for Exercised<C> {
         self.note("pdbs");
         self.inner.pdbs().await
     }
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
+        self.note("watch_pods");
+        self.inner.watch_pods(node)
+    }
+    fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {
+        self.note("watch_pdbs");
+        self.inner.watch_pdbs()
+    }
     async fn evict(&self, namespace: &str, name: &str) -> ClusterResult<Eviction> {
         self.note("evict");
         self.inner.evict(namespace, name).await
@@ -1544,6 +1555,21 @@ async fn exercise<C: Cluster>(cluster: &C) {
         .await
         .expect("patch hpa");
     cluster.pdbs().await.expect("pdbs");
+    // A watch lists, then watches: poll past the list so that the watch request goes out too
+    // (nothing needs to arrive on it; the timeout only bounds the wait).
+    let node_name = node.metadata.name.clone().unwrap_or_default();
+    let mut pod_watch = cluster.watch_pods(Some(&node_name));
+    assert!(
+        matches!(pod_watch.next().await, Some(Ok(Watched::Listed(_)))),
+        "the pods on a node are listed first"
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(300), pod_watch.next()).await;
+    let mut pdb_watch = cluster.watch_pdbs();
+    assert!(
+        matches!(pdb_watch.next().await, Some(Ok(Watched::Listed(_)))),
+        "the budgets are listed first"
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(300), pdb_watch.next()).await;
     // Evict a pod a ReplicaSet owns (the server may let it go or answer 429: both are answers).
     let managed = pods
         .iter()

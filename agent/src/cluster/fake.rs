@@ -1,10 +1,12 @@
 //! An in-memory [`Cluster`] for unit tests: nodes, pods, Deployments (with an instant
 //! Deployment controller and scheduler), HPAs and PodDisruptionBudgets that evictions honour.
-//! It can hang every write after the n-th, which is how tests kill a step mid-way.
+//! It can hang every write after the n-th, which is how tests kill a step mid-way. Watches
+//! compare the state after every change with what they last sent.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
@@ -18,8 +20,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Cluster, ClusterError, DeploymentPatch, EventNote, Eviction, HpaPatch, Result};
+use super::{
+    Cluster, ClusterError, DeploymentPatch, EventNote, Eviction, HpaPatch, Result, WatchStream, Watched,
+};
 use crate::model::{self, GroupKind};
+use crate::placement::Placement;
 
 /// Everything the fake cluster holds; tests may read and change it through [`FakeCluster::state`].
 #[derive(Debug, Default)]
@@ -58,25 +63,130 @@ pub struct FakeState {
 }
 
 /// The in-memory fake.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeCluster {
-    state: Mutex<FakeState>,
+    state: Arc<Mutex<FakeState>>,
+    /// Bumped after every change, waking the watches.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for FakeCluster {
+    fn default() -> FakeCluster {
+        FakeCluster::new()
+    }
+}
+
+/// The locked state; watches are woken when a guard that was written through is dropped.
+#[derive(Debug)]
+pub struct StateGuard<'a> {
+    guard: MutexGuard<'a, FakeState>,
+    changes: &'a tokio::sync::watch::Sender<u64>,
+    written: bool,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = FakeState;
+
+    fn deref(&self) -> &FakeState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut FakeState {
+        self.written = true;
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if self.written {
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
 }
 
 impl FakeCluster {
     /// An empty cluster at `v1.33.4`.
     pub fn new() -> FakeCluster {
         FakeCluster {
-            state: Mutex::new(FakeState {
+            state: Arc::new(Mutex::new(FakeState {
                 version: "v1.33.4".into(),
                 ..Default::default()
-            }),
+            })),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    /// Locks the state.
-    pub fn state(&self) -> MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Locks the state (changes made through it reach the watches when the guard is dropped).
+    pub fn state(&self) -> StateGuard<'_> {
+        StateGuard {
+            guard: self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            changes: &self.changes,
+            written: false,
+        }
+    }
+
+    /// A watch over what `read` picks from the state, keyed by `namespace/name`: a list first,
+    /// then, after every change, what differs from what it last sent.
+    fn watch<K>(
+        &self,
+        read: impl Fn(&FakeState) -> BTreeMap<String, K> + Send + Sync + 'static,
+    ) -> WatchStream<K>
+    where
+        K: Clone + PartialEq + Send + Sync + 'static,
+    {
+        struct Feed<K> {
+            state: Arc<Mutex<FakeState>>,
+            changes: tokio::sync::watch::Receiver<u64>,
+            sent: Option<BTreeMap<String, K>>,
+            queue: VecDeque<Watched<K>>,
+        }
+        let read = Arc::new(read);
+        let feed = Feed {
+            state: Arc::clone(&self.state),
+            changes: self.changes.subscribe(),
+            sent: None,
+            queue: VecDeque::new(),
+        };
+        let snapshot = move |state: &Arc<Mutex<FakeState>>| {
+            let st = state.lock().unwrap_or_else(|p| p.into_inner());
+            read(&st)
+        };
+        futures::stream::unfold(feed, move |mut feed| {
+            let snapshot = snapshot.clone();
+            async move {
+                loop {
+                    if let Some(ev) = feed.queue.pop_front() {
+                        return Some((Ok(ev), feed));
+                    }
+                    let Some(sent) = feed.sent.take() else {
+                        let now = snapshot(&feed.state);
+                        feed.queue
+                            .push_back(Watched::Listed(now.values().cloned().collect()));
+                        feed.sent = Some(now);
+                        continue;
+                    };
+                    if feed.changes.changed().await.is_err() {
+                        return None;
+                    }
+                    let now = snapshot(&feed.state);
+                    for (k, old) in &sent {
+                        if !now.contains_key(k) {
+                            feed.queue.push_back(Watched::Deleted(old.clone()));
+                        }
+                    }
+                    for (k, new) in &now {
+                        if sent.get(k) != Some(new) {
+                            feed.queue.push_back(Watched::Applied(new.clone()));
+                        }
+                    }
+                    feed.sent = Some(now);
+                }
+            }
+        })
+        .boxed()
     }
 
     /// Adds a Ready node in a group, with room for `pods` pods and `cpu_millis` of CPU.
@@ -382,7 +492,9 @@ impl FakeState {
         }
     }
 
-    fn schedulable_node(&self) -> Option<String> {
+    /// The least loaded node a pod asking `placement` may go to (taints, tolerations,
+    /// nodeSelector and affinity as the scheduler filters them; a pod count for capacity).
+    fn schedulable_node(&self, placement: &Placement) -> Option<String> {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for p in self.pods.values() {
             if let Some(n) = model::pod_node(p) {
@@ -391,7 +503,7 @@ impl FakeState {
         }
         self.nodes
             .values()
-            .filter(|n| model::node_unschedulable_reason(n).is_none())
+            .filter(|n| placement.refusal(n).is_none())
             .filter(|n| {
                 let cap = model::node_allocatable(n).pods as usize;
                 counts.get(model::name(&n.metadata)).copied().unwrap_or(0) < cap
@@ -431,8 +543,14 @@ impl FakeState {
                 .filter(|(_, p)| owned(p) && model::pod_node(p).is_none())
                 .map(|(k, _)| k.clone())
                 .collect();
+            let placement = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(Placement::of)
+                .unwrap_or_default();
             for pk in pending {
-                if let Some(node) = self.schedulable_node() {
+                if let Some(node) = self.schedulable_node(&placement) {
                     let ready = !self.never_ready.contains(&key);
                     let old = self.pods[&pk].clone();
                     let pod = ready_pod(
@@ -456,7 +574,7 @@ impl FakeState {
             while (mine.len() as i32) < want {
                 self.next_id += 1;
                 let pod_name = format!("{name}-{}", self.next_id);
-                let node = self.schedulable_node().unwrap_or_default();
+                let node = self.schedulable_node(&placement).unwrap_or_default();
                 let owner = OwnerReference {
                     api_version: "apps/v1".into(),
                     kind: "ReplicaSet".into(),
@@ -693,6 +811,30 @@ impl Cluster for FakeCluster {
                 p
             })
             .collect())
+    }
+
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
+        let node = node.map(str::to_string);
+        self.watch(move |st| {
+            st.pods
+                .iter()
+                .filter(|(_, p)| node.is_none() || model::pod_node(p) == node.as_deref())
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect()
+        })
+    }
+
+    fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {
+        self.watch(|st| {
+            st.pdbs
+                .iter()
+                .map(|(k, p)| {
+                    let mut p = p.clone();
+                    p.status = Some(st.pdb_status(&p));
+                    (k.clone(), p)
+                })
+                .collect()
+        })
     }
 
     async fn evict(&self, namespace: &str, name: &str) -> Result<Eviction> {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod};
@@ -9,11 +10,15 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
-use super::{Cluster, ClusterError, DeploymentPatch, EventNote, EventType, Eviction, HpaPatch, Result};
+use super::{
+    Cluster, ClusterError, DeploymentPatch, EventNote, EventType, Eviction, HpaPatch, Result, WatchStream,
+    Watched,
+};
 
 /// Name under which the agent records Events and field managers.
 pub const COMPONENT: &str = "flotilla-agent";
@@ -49,8 +54,9 @@ pub const RBAC: &[ApiAccess] = &[
     ApiAccess {
         group: "",
         resource: "pods",
-        verbs: &["list"],
-        used_by: "pods(): SurgeScale, VerifyReady, Drain and RestoreScale find pods by node",
+        verbs: &["list", "watch"],
+        used_by: "pods(): SurgeScale, VerifyReady, Drain and RestoreScale find pods by node; \
+                  watch_pods(): Drain follows the pods of the nodes it is draining",
     },
     ApiAccess {
         group: "",
@@ -95,8 +101,9 @@ pub const RBAC: &[ApiAccess] = &[
     ApiAccess {
         group: "policy",
         resource: "poddisruptionbudgets",
-        verbs: &["list"],
-        used_by: "pdbs(): inventory (budgets allowing no disruption), Drain pacing, RestoreScale",
+        verbs: &["list", "watch"],
+        used_by: "pdbs(): inventory (budgets allowing no disruption), Drain, RestoreScale; \
+                  watch_pdbs(): Drain paces evictions by the budgets as they change",
     },
 ];
 
@@ -172,6 +179,76 @@ impl KubeCluster {
                 _ => return Ok(out),
             }
         }
+    }
+}
+
+/// A kube-rs watcher as a [`WatchStream`]: list, then watch; the initial and every later list
+/// arrive as one [`Watched::Listed`]. A 410 (the watch fell behind the server's history) is
+/// routine: the watcher lists again at once, without an error. Other failures are reported and
+/// retried after a backoff (250 ms doubling to 10 s, with jitter), reset by any success.
+fn watch<K>(api: Api<K>, config: watcher::Config, what: String) -> WatchStream<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let mut listing: Option<Vec<K>> = None;
+    let mut failures: u32 = 0;
+    watcher(api, config)
+        .filter_map(move |ev| {
+            let mut delay = Duration::ZERO;
+            let out = match ev {
+                Ok(ev) => {
+                    failures = 0;
+                    match ev {
+                        watcher::Event::Init => {
+                            listing = Some(Vec::new());
+                            None
+                        }
+                        watcher::Event::InitApply(k) => {
+                            listing.get_or_insert_with(Vec::new).push(k);
+                            None
+                        }
+                        watcher::Event::InitDone => {
+                            Some(Ok(Watched::Listed(listing.take().unwrap_or_default())))
+                        }
+                        watcher::Event::Apply(k) => Some(Ok(Watched::Applied(k))),
+                        watcher::Event::Delete(k) => Some(Ok(Watched::Deleted(k))),
+                    }
+                }
+                Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                    tracing::debug!(watch = %what, message = %s.message, "watch expired; listing again");
+                    None
+                }
+                Err(e) => {
+                    failures += 1;
+                    let base =
+                        Duration::from_millis(250).saturating_mul(1 << failures.min(6).saturating_sub(1));
+                    delay = base
+                        .min(Duration::from_secs(10))
+                        .mul_f64(rand::random_range(0.5..1.5));
+                    Some(Err(convert_watch(e, &what)))
+                }
+            };
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                out
+            }
+        })
+        .boxed()
+}
+
+/// Maps a watcher error onto [`ClusterError`], naming the watch.
+fn convert_watch(e: watcher::Error, what: &str) -> ClusterError {
+    match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => convert(e, what),
+        watcher::Error::WatchError(s) => convert(kube::Error::Api(s), what),
+        watcher::Error::NoResourceVersion => ClusterError::Transport {
+            what: what.to_string(),
+            message: "no metadata.resourceVersion in the list; the server does not support watch here".into(),
+        },
     }
 }
 
@@ -394,6 +471,28 @@ impl Cluster for KubeCluster {
             ListParams::default(),
         )
         .await
+    }
+
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod> {
+        // `any_semantic`: the first list may come from the API server's watch cache.
+        let config = watcher::Config::default().any_semantic().page_size(self.page);
+        let (config, what) = match node {
+            Some(n) => (
+                config.fields(&format!("spec.nodeName={n}")),
+                format!("watch pods on {n}"),
+            ),
+            None => (config, "watch pods".to_string()),
+        };
+        watch(Api::all(self.client.clone()), config, what)
+    }
+
+    fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget> {
+        let config = watcher::Config::default().any_semantic().page_size(self.page);
+        watch(
+            Api::all(self.client.clone()),
+            config,
+            "watch poddisruptionbudgets".into(),
+        )
     }
 
     async fn evict(&self, namespace: &str, name: &str) -> Result<Eviction> {

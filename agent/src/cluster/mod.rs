@@ -7,6 +7,8 @@ pub mod kube;
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use futures::stream::BoxStream;
+
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -84,6 +86,22 @@ pub enum Eviction {
         message: String,
     },
 }
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched<K> {
+    /// Every object the watch covers, as of now: sent first, and again after the watch had to
+    /// start over (a re-list); it replaces everything known before.
+    Listed(Vec<K>),
+    /// An object was created or changed.
+    Applied(K),
+    /// An object was deleted (its last state).
+    Deleted(K),
+}
+
+/// A never-ending stream of changes; errors are reported as they happen and the watch goes on
+/// (re-listing when it must), so a consumer decides which errors are fatal.
+pub type WatchStream<K> = BoxStream<'static, Result<Watched<K>>>;
 
 /// Changes to a Deployment, sent as a JSON merge patch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -214,6 +232,10 @@ pub trait Cluster: Send + Sync {
     ) -> impl Future<Output = Result<HorizontalPodAutoscaler>> + Send;
     /// PodDisruptionBudgets (policy/v1) in every namespace, with their status.
     fn pdbs(&self) -> impl Future<Output = Result<Vec<PodDisruptionBudget>>> + Send;
+    /// Watches the pods bound to `node`, or every pod in the cluster (a list, then every change).
+    fn watch_pods(&self, node: Option<&str>) -> WatchStream<Pod>;
+    /// Watches PodDisruptionBudgets in every namespace, with their status.
+    fn watch_pdbs(&self) -> WatchStream<PodDisruptionBudget>;
     /// Evicts a pod through the Eviction API (PodDisruptionBudgets honoured by the server).
     fn evict(&self, namespace: &str, name: &str) -> impl Future<Output = Result<Eviction>> + Send;
     /// Deletes a pod outright (no PodDisruptionBudget check); `Ok` if it was already gone.

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::{Progress, ProgressSink, StepError, StepKind};
 use crate::cluster::{Cluster, DeploymentPatch, HpaPatch, ObjectRef};
 use crate::model::{self, Owners, Resources};
+use crate::placement::Placement;
 use crate::{events, inventory};
 
 /// Deployments surged whether or not they have pods on the old nodes (if they exist).
@@ -157,7 +158,7 @@ pub struct HpaPlan {
 }
 
 /// One Deployment's surge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Planned {
     /// `namespace/name`.
     pub deployment: String,
@@ -174,6 +175,9 @@ pub struct Planned {
     /// Requests of one of its pods.
     #[serde(skip)]
     pub pod_requests: Resources,
+    /// What its pods ask of their node (taints tolerated, nodeSelector, required affinity).
+    #[serde(skip)]
+    pub placement: Placement,
 }
 
 impl Planned {
@@ -240,15 +244,12 @@ pub fn plan(
                 needs_annotation: rec_min.is_none() || rec_max.is_none(),
             }
         });
-        let pod_requests = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .map(model::pod_requests)
-            .unwrap_or(Resources {
-                pods: 1,
-                ..Default::default()
-            });
+        let template = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let pod_requests = template.map(model::pod_requests).unwrap_or(Resources {
+            pods: 1,
+            ..Default::default()
+        });
+        let placement = template.map(Placement::of).unwrap_or_default();
         out.push(Planned {
             deployment: key,
             original,
@@ -257,13 +258,26 @@ pub fn plan(
             hpa,
             needs_annotation: recorded.is_none(),
             pod_requests,
+            placement,
         });
     }
     out
 }
 
-/// Checks (pure, first-fit decreasing by CPU) that the pods the surge still has to create, plus
-/// pods of surged Deployments not yet placed, fit onto the new group's schedulable nodes.
+/// One pod the surge still has to place.
+struct Demand<'a> {
+    deployment: &'a str,
+    requests: Resources,
+    placement: Placement,
+    /// The new group's nodes (indexes) it may go to, resources aside.
+    eligible: Vec<usize>,
+}
+
+/// Checks (pure) that the pods the surge still has to create, plus pods of surged Deployments
+/// not yet placed, fit onto the new group's nodes: each only onto nodes it may go to (Ready, not
+/// cordoned, its taints tolerated, nodeSelector and required node affinity matched), the most
+/// constrained first, then by size (first fit). On failure, names each Deployment that does not
+/// fit and why.
 pub fn check_capacity(
     plans: &[Planned],
     new_nodes: &[Node],
@@ -271,67 +285,123 @@ pub fn check_capacity(
     owners: &Owners,
     group: &str,
 ) -> Result<(), StepError> {
-    let owners_free: Vec<(String, Resources)> = new_nodes
+    let mut free: Vec<Resources> = new_nodes
         .iter()
-        .filter(|n| model::node_unschedulable_reason(n).is_none())
         .map(|n| {
-            let name = model::name(&n.metadata).to_string();
+            let name = model::name(&n.metadata);
             let used = pods
                 .iter()
-                .filter(|p| model::pod_node(p) == Some(name.as_str()) && !model::pod_finished(p))
+                .filter(|p| model::pod_node(p) == Some(name) && !model::pod_finished(p))
                 .filter_map(|p| p.spec.as_ref().map(model::pod_requests))
                 .fold(Resources::default(), |a, r| a.plus(&r));
-            (name, model::node_allocatable(n).minus(&used))
+            model::node_allocatable(n).minus(&used)
         })
         .collect();
-    let mut demand: Vec<(String, Resources)> = Vec::new();
+    let eligible = |placement: &Placement| -> Vec<usize> {
+        (0..new_nodes.len())
+            .filter(|i| placement.refusal(&new_nodes[*i]).is_none())
+            .collect()
+    };
+    let mut demand: Vec<Demand> = Vec::new();
     for p in plans {
         let missing = (p.target - p.current).max(0);
-        demand.extend((0..missing).map(|_| (p.deployment.clone(), p.pod_requests)));
+        if missing > 0 {
+            let ok = eligible(&p.placement);
+            demand.extend((0..missing).map(|_| Demand {
+                deployment: &p.deployment,
+                requests: p.pod_requests,
+                placement: p.placement.clone(),
+                eligible: ok.clone(),
+            }));
+        }
     }
     let by_name: BTreeMap<&str, &Planned> = plans.iter().map(|p| (p.deployment.as_str(), p)).collect();
     for pod in pods
         .iter()
         .filter(|p| model::pod_node(p).is_none() && !model::terminating(&p.metadata))
     {
-        if let Some(pl) = owners
+        let Some(pl) = owners
             .deployment_of(pod)
             .and_then(|d| by_name.get(d.as_str()).copied())
-        {
-            let req = pod
-                .spec
-                .as_ref()
-                .map(model::pod_requests)
-                .unwrap_or(pl.pod_requests);
-            demand.push((pl.deployment.clone(), req));
-        }
+        else {
+            continue;
+        };
+        let (requests, placement) = match pod.spec.as_ref() {
+            Some(spec) => (model::pod_requests(spec), Placement::of(spec)),
+            None => (pl.pod_requests, pl.placement.clone()),
+        };
+        let ok = eligible(&placement);
+        demand.push(Demand {
+            deployment: &pl.deployment,
+            requests,
+            placement,
+            eligible: ok,
+        });
     }
     if demand.is_empty() {
         return Ok(());
     }
-    demand.sort_by_key(|(_, r)| std::cmp::Reverse((r.cpu_millis, r.memory_bytes)));
-    let mut free = owners_free.clone();
-    let mut unplaced: BTreeMap<String, usize> = BTreeMap::new();
-    for (d, req) in &demand {
-        match free.iter_mut().find(|(_, f)| req.fits(f)) {
-            Some((_, f)) => *f = f.minus(req),
-            None => *unplaced.entry(d.clone()).or_default() += 1,
+    demand.sort_by_key(|d| {
+        (
+            d.eligible.len(),
+            std::cmp::Reverse((d.requests.cpu_millis, d.requests.memory_bytes)),
+        )
+    });
+    let free_total = new_nodes
+        .iter()
+        .zip(&free)
+        .filter(|(n, _)| model::node_unschedulable_reason(n).is_none())
+        .fold(Resources::default(), |a, (_, r)| a.plus(&r.max_zero()));
+    let mut unplaced: BTreeMap<&str, (usize, &Demand)> = BTreeMap::new();
+    for d in &demand {
+        match d.eligible.iter().find(|i| d.requests.fits(&free[**i])) {
+            Some(i) => free[*i] = free[*i].minus(&d.requests),
+            None => unplaced.entry(d.deployment).or_insert((0, d)).0 += 1,
         }
     }
     if unplaced.is_empty() {
         return Ok(());
     }
-    let needed = demand.iter().fold(Resources::default(), |a, (_, r)| a.plus(r));
-    let free_total = owners_free
+    let needed = demand
         .iter()
-        .fold(Resources::default(), |a, (_, r)| a.plus(r));
+        .fold(Resources::default(), |a, d| a.plus(&d.requests));
+    let why = |d: &Demand| -> String {
+        if d.eligible.is_empty() {
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            for n in new_nodes {
+                if let Some(r) = d.placement.refusal(n) {
+                    *reasons.entry(r).or_default() += 1;
+                }
+            }
+            let list: Vec<String> = reasons
+                .into_iter()
+                .map(|(r, n)| format!("{n} node(s): {r}"))
+                .collect();
+            if list.is_empty() {
+                format!("{group} has no nodes")
+            } else {
+                format!("no node of {group} admits its pods ({})", list.join("; "))
+            }
+        } else {
+            let left = d
+                .eligible
+                .iter()
+                .fold(Resources::default(), |a, i| a.plus(&free[*i].max_zero()));
+            format!(
+                "each pod requests {}; the {} node(s) of {group} it may use have {} left",
+                d.requests,
+                d.eligible.len(),
+                left
+            )
+        }
+    };
     Err(StepError::InsufficientCapacity {
         group: group.to_string(),
         needed,
         free: free_total,
         unplaced: unplaced
             .into_iter()
-            .map(|(d, n)| format!("{d} ({n} pod(s))"))
+            .map(|(name, (n, d))| format!("{name} ({n} pod(s)): {}", why(d)))
             .collect(),
     })
 }
@@ -663,11 +733,186 @@ mod tests {
         .unwrap_err();
         match &err {
             StepError::InsufficientCapacity { unplaced, needed, .. } => {
-                assert_eq!(unplaced, &vec!["shop/web (2 pod(s))".to_string()]);
+                assert_eq!(
+                    unplaced,
+                    &vec![
+                        "shop/web (2 pod(s)): each pod requests cpu 500m, memory 0Mi, 1 pods; \
+                         the 1 node(s) of ng-new it may use have cpu 0m, memory 65536Mi, 18 pods left"
+                            .to_string()
+                    ]
+                );
                 assert_eq!(needed.cpu_millis, 2000);
             }
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(fake.state().writes, 0, "nothing written");
+    }
+
+    /// Sets what a Deployment's pods ask of their node.
+    fn constrain(
+        fake: &FakeCluster,
+        key: &str,
+        change: impl FnOnce(&mut k8s_openapi::api::core::v1::PodSpec),
+    ) {
+        let mut st = fake.state();
+        let d = st.deployments.get_mut(key).expect("deployment");
+        let spec = d
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .expect("template");
+        change(spec);
+    }
+
+    fn set_node(fake: &FakeCluster, node: &str, label: (&str, &str), taint: Option<(&str, &str)>) {
+        let mut st = fake.state();
+        let n = st.nodes.get_mut(node).expect("node");
+        n.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(label.0.into(), label.1.into());
+        if let Some((k, v)) = taint {
+            n.spec
+                .get_or_insert_with(Default::default)
+                .taints
+                .get_or_insert_with(Vec::new)
+                .push(k8s_openapi::api::core::v1::Taint {
+                    key: k.into(),
+                    value: Some(v.into()),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                });
+        }
+    }
+
+    #[tokio::test]
+    async fn the_capacity_check_counts_only_nodes_a_pod_may_use() {
+        use k8s_openapi::api::core::v1::{
+            Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
+        };
+        let fake = FakeCluster::new();
+        fake.add_node("old-1", "ng-old", GroupKind::SelfManaged, 8000, 30);
+        fake.add_deployment("shop", "web", 2, 100);
+        fake.add_deployment("shop", "api", 2, 100);
+        fake.add_deployment("batch", "job", 1, 100);
+        crate::cluster::fake::taint_node(&fake, "old-1", model::DEFAULT_TAINT_KEY);
+        fake.add_node("new-1", "ng-new", GroupKind::Managed, 8000, 30);
+        fake.add_node("new-2", "ng-new", GroupKind::Managed, 8000, 30);
+        // new-1 is dedicated to batch work; new-2 has spinning disks.
+        set_node(
+            &fake,
+            "new-1",
+            ("kubernetes.io/hostname", "new-1"),
+            Some(("dedicated", "batch")),
+        );
+        set_node(&fake, "new-2", ("disktype", "hdd"), None);
+        set_node(&fake, "new-2", ("kubernetes.io/hostname", "new-2"), None);
+        // web wants SSDs, which no new node has; job tolerates the batch taint and must run on
+        // new-1 (required affinity on the hostname label); api goes anywhere it is let.
+        constrain(&fake, "shop/web", |s| {
+            s.node_selector = Some([("disktype".to_string(), "ssd".to_string())].into());
+        });
+        constrain(&fake, "batch/job", |s| {
+            s.tolerations = Some(vec![Toleration {
+                key: Some("dedicated".into()),
+                operator: Some("Equal".into()),
+                value: Some("batch".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }]);
+            s.affinity = Some(Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: vec![NodeSelectorTerm {
+                            match_expressions: Some(vec![NodeSelectorRequirement {
+                                key: "kubernetes.io/hostname".into(),
+                                operator: "In".into(),
+                                values: Some(vec!["new-1".into()]),
+                            }]),
+                            match_fields: None,
+                        }],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        });
+        let p = Params::new("ng-old", "ng-new", Surge::Percent(100));
+        let err = run(&fake, &p, &NoProgress).await.unwrap_err();
+        let StepError::InsufficientCapacity { unplaced, group, .. } = &err else {
+            panic!("unexpected {err:?}")
+        };
+        assert_eq!(group, "ng-new");
+        assert_eq!(
+            unplaced,
+            &vec![
+                "shop/web (2 pod(s)): no node of ng-new admits its pods (1 node(s): nodeSelector disktype=ssd \
+                 not matched; 1 node(s): taint dedicated=batch:NoSchedule not tolerated)"
+                    .to_string()
+            ],
+            "only web is named; job and api fit"
+        );
+        assert_eq!(fake.state().writes, 0, "nothing written before the check");
+
+        // With a selector the new group matches, everything fits and lands where it may.
+        constrain(&fake, "shop/web", |s| {
+            s.node_selector = Some([("disktype".to_string(), "hdd".to_string())].into());
+        });
+        run(&fake, &p, &NoProgress).await.expect("surge");
+        let st = fake.state();
+        let on = |prefix: &str, node: &str| {
+            st.pods
+                .values()
+                .filter(|x| model::key(&x.metadata).starts_with(prefix) && model::pod_node(x) == Some(node))
+                .count()
+        };
+        assert_eq!((on("shop/web-", "new-2"), on("shop/web-", "new-1")), (2, 0));
+        assert_eq!((on("batch/job-", "new-1"), on("batch/job-", "new-2")), (1, 0));
+        assert_eq!(
+            on("shop/api-", "new-1"),
+            0,
+            "api does not tolerate the batch taint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_fits_only_where_room_has_run_out_is_named_with_what_is_left() {
+        let fake = FakeCluster::new();
+        fake.add_node("old-1", "ng-old", GroupKind::SelfManaged, 8000, 30);
+        fake.add_deployment("shop", "web", 2, 600);
+        fake.add_deployment("batch", "job", 2, 600);
+        crate::cluster::fake::taint_node(&fake, "old-1", model::DEFAULT_TAINT_KEY);
+        fake.add_node("new-1", "ng-new", GroupKind::Managed, 1000, 30);
+        fake.add_node("new-2", "ng-new", GroupKind::Managed, 4000, 30);
+        set_node(&fake, "new-2", ("pool", "batch"), Some(("dedicated", "batch")));
+        // web may use only new-1 (1000m: one of its two new pods); job tolerates the taint and
+        // has new-2 to itself. First fit places the most constrained first, so job's pods do not
+        // take new-1's room.
+        constrain(&fake, "batch/job", |s| {
+            s.tolerations = Some(vec![k8s_openapi::api::core::v1::Toleration {
+                operator: Some("Exists".into()),
+                ..Default::default()
+            }]);
+        });
+        let err = run(
+            &fake,
+            &Params::new("ng-old", "ng-new", Surge::Percent(100)),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        let StepError::InsufficientCapacity { unplaced, .. } = &err else {
+            panic!("unexpected {err:?}")
+        };
+        assert_eq!(
+            unplaced,
+            &vec![
+                "shop/web (1 pod(s)): each pod requests cpu 600m, memory 0Mi, 1 pods; the 1 node(s) of \
+                 ng-new it may use have cpu 400m, memory 65536Mi, 29 pods left"
+                    .to_string()
+            ]
+        );
+        assert!(err.to_string().contains("cannot fit the surge"), "{err}");
+        assert_eq!(fake.state().writes, 0);
     }
 }

@@ -168,6 +168,35 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_group_taint_is_not_a_reason_to_wait_but_a_node_condition_taint_is() {
+        let fake = FakeCluster::new();
+        fake.add_node("new-1", "ng-new", GroupKind::Managed, 4000, 20);
+        fake.add_node("new-2", "ng-new", GroupKind::Managed, 4000, 20);
+        // The group is dedicated on purpose: its pods' tolerations decide, not this step.
+        crate::cluster::fake::taint_node(&fake, "new-1", "dedicated");
+        // new-2's kubelet has not initialised it yet.
+        crate::cluster::fake::taint_node(&fake, "new-2", "node.cloudprovider.kubernetes.io/uninitialized");
+        let err = run(
+            &fake,
+            &Params::new("ng-new", 2, Duration::from_secs(5)),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        let StepError::NodesNotReady { ready, not_ready, .. } = err else {
+            panic!("unexpected {err:?}")
+        };
+        assert_eq!(ready, 1);
+        assert_eq!(
+            not_ready,
+            vec![NodeIssue {
+                node: "new-2".into(),
+                reason: "tainted node.cloudprovider.kubernetes.io/uninitialized:NoSchedule".into()
+            }]
+        );
+    }
+
     #[test]
     fn zero_count_is_refused() {
         let err = Params::new("ng-new", 0, Duration::from_secs(1))

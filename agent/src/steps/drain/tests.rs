@@ -170,7 +170,7 @@ async fn schedule_paces_by_disruptions_allowed() {
     let active: BTreeSet<String> = ["old-1".to_string(), "old-2".to_string()].into();
     let mut pacing = Pacing::default();
     let now = Instant::now();
-    let calls = schedule(&pl, &snap.pdbs, &active, &params, &mut pacing, now);
+    let calls = schedule(&pl.refs(), &snap.pdbs, &active, &params, &mut pacing, now);
     let web = calls
         .iter()
         .filter(|c| matches!(c, Call::Evict { pod, .. } if pod.starts_with("shop/web-")))
@@ -187,35 +187,85 @@ async fn schedule_paces_by_disruptions_allowed() {
         .collect();
     assert_eq!(blocked.len(), 3);
     assert!(blocked.iter().all(|t| t.pdbs == vec!["shop/web".to_string()]));
-    // Right after, with the budget still at zero, nothing is sent; after the probe interval, one probe.
-    let mut zero = snap.pdbs.clone();
-    zero[0].status.as_mut().expect("status").disruptions_allowed = 0;
-    let calls = schedule(
-        &pl,
-        &zero,
-        &active,
-        &params,
-        &mut pacing,
-        now + Duration::from_secs(1),
-    );
-    assert!(calls
-        .iter()
-        .all(|c| matches!(c, Call::Evict { pod, .. } if pod.starts_with("shop/api-"))));
-    let calls = schedule(
-        &pl,
-        &zero,
-        &active,
-        &params,
-        &mut pacing,
-        now + PROBE_INTERVAL + Duration::from_secs(1),
-    );
-    assert_eq!(
+    let web_calls = |calls: &[Call]| {
         calls
             .iter()
             .filter(|c| matches!(c, Call::Evict { pod, .. } if pod.starts_with("shop/web-")))
-            .count(),
+            .count()
+    };
+    // While the calls are in flight, nothing is sent twice and the budget stays spent.
+    let again = schedule(&pl.refs(), &snap.pdbs, &active, &params, &mut pacing, now);
+    assert!(again.is_empty(), "{again:?}");
+    // Granted, but the budget's status does not show it yet (still 1): no second web eviction.
+    for c in &calls {
+        if let Call::Evict { pod, spends, .. } = c {
+            pacing.grant(pod, spends, now);
+        }
+    }
+    let t1 = now + Duration::from_millis(100);
+    assert_eq!(
+        web_calls(&schedule(
+            &pl.refs(),
+            &snap.pdbs,
+            &active,
+            &params,
+            &mut pacing,
+            t1
+        )),
+        0
+    );
+    // The status records the grant (disruptedPods) and allows nothing: blocked, then one probe
+    // after the probe interval.
+    let granted_pod = calls
+        .iter()
+        .map(Call::pod)
+        .find(|p| p.starts_with("shop/web-"))
+        .expect("web call")
+        .to_string();
+    let mut zero = snap.pdbs.clone();
+    let st = zero[0].status.as_mut().expect("status");
+    st.disruptions_allowed = 0;
+    st.disrupted_pods = Some(
+        [(
+            granted_pod.trim_start_matches("shop/").to_string(),
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    pacing.saw_pdb(&zero[0], t1);
+    assert_eq!(pacing.unconfirmed("shop/web"), 0, "the status now counts it");
+    let t2 = now + Duration::from_secs(1);
+    assert_eq!(
+        web_calls(&schedule(&pl.refs(), &zero, &active, &params, &mut pacing, t2)),
+        0
+    );
+    let t3 = now + PROBE_INTERVAL + Duration::from_secs(1);
+    let probe = schedule(&pl.refs(), &zero, &active, &params, &mut pacing, t3);
+    assert_eq!(web_calls(&probe), 1);
+    for c in &probe {
+        pacing.release(c.pod());
+    }
+    // The budget rises to 1: one eviction at once, not after a poll or probe interval.
+    let mut one = zero.clone();
+    one[0].status.as_mut().expect("status").disruptions_allowed = 1;
+    pacing.saw_pdb(&one[0], t3);
+    let t4 = t3 + Duration::from_millis(10);
+    assert_eq!(
+        web_calls(&schedule(&pl.refs(), &one, &active, &params, &mut pacing, t4)),
         1
     );
+    // Granted evictions the status never records are forgotten after CONFIRM_TIMEOUT.
+    let mut fresh = Pacing::default();
+    let first = schedule(&pl.refs(), &snap.pdbs, &active, &params, &mut fresh, now);
+    for c in &first {
+        if let Call::Evict { pod, spends, .. } = c {
+            fresh.grant(pod, spends, now);
+        }
+    }
+    assert_eq!(fresh.unconfirmed("shop/web"), 1);
+    fresh.confirm(now + CONFIRM_TIMEOUT);
+    assert_eq!(fresh.unconfirmed("shop/web"), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -242,6 +292,31 @@ async fn drains_every_old_node_without_violating_budgets() {
         "{:?}",
         reports.last()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_nodes_at_once_share_one_watch_of_every_pod() {
+    let fake = migrating().await;
+    fake.add_node("old-3", "ng-old", GroupKind::SelfManaged, 8000, 30);
+    fake.add_bare_pod("shop", "debug", "old-3", false);
+    let p = Params {
+        concurrency: WATCH_PER_NODE_UP_TO + 1,
+        ..fast("ng-old")
+    };
+    // The refusal comes from the watch's first list, before anything changes.
+    let writes = fake.state().writes;
+    let err = run(&fake, &p, &NoProgress).await.unwrap_err();
+    assert!(err.to_string().contains("shop/debug on old-3"), "{err}");
+    assert_eq!(fake.state().writes, writes, "nothing cordoned or evicted");
+    fake.state().pods.remove("shop/debug");
+    let progress = Mutex::new(Vec::new());
+    let out = run(&fake, &p, &progress).await.expect("drain");
+    assert_eq!(out.drained.len(), 3);
+    assert_eq!(out.evicted, 6);
+    assert!(evictable_on_old(&fake).is_empty());
+    assert!(fake.state().min_available["shop/web"] >= 4);
+    let reports = progress.lock().expect("progress");
+    assert!(reports.last().is_some_and(|r| r.done == r.total && r.total == 6));
 }
 
 #[tokio::test(start_paused = true)]
