@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod rollout;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
