@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod rollout;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -124,7 +125,11 @@ pub fn engine_options() -> EngineOptions {
     };
     EngineOptions {
         tick: Duration::from_millis(200),
-        waits: EksWaits { nodegroup: w, asg: w },
+        waits: EksWaits {
+            nodegroup: w,
+            asg: w,
+            update: w,
+        },
     }
 }
 
