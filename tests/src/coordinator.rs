@@ -188,7 +188,7 @@ async fn serve(config: &ServeConfig, listen: SocketAddr, starts: u32) -> Result<
         .wait_line(
             Stream::Stdout,
             "the listening address",
-            Duration::from_secs(120),
+            Duration::from_secs(600),
             |l| l.starts_with(PREFIX),
         )
         .await?;

