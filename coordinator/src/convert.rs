@@ -16,12 +16,13 @@ use crate::eks::{NodegroupTemplate, ScalingConfig, Taint, TaintEffect, UpdateCon
 use crate::engine::record::step_of;
 use crate::operation::{Event, OperationState as Machine, StepOutputs};
 use crate::params::{
-    MigrationParams, OnBlocked, ParamError, Surge, DEFAULT_DRAIN_CONCURRENCY, DEFAULT_NODE_TIMEOUT,
+    MigrationParams, OnBlocked, ParamError, Params, Surge, UpgradeParams, DEFAULT_DRAIN_CONCURRENCY, DEFAULT_NODE_TIMEOUT,
     DEFAULT_READY_TIMEOUT, DEFAULT_TAINT_KEY,
 };
 use crate::plan::{Runner, Step};
 use crate::sessions::SessionInfo;
 use crate::store::{OperationKind, OperationRecord, StepRecord, StepState};
+use crate::upgrade::{AgentInventory, GroupKind, InventoryNode, InventoryNodeGroup, InventoryPdb};
 
 /// Deployments surged whatever runs on the old nodes (DESIGN.md, step 4).
 pub const ALWAYS_SURGED: [&str; 2] = ["kube-system/coredns", "kube-system/aws-load-balancer-controller"];
@@ -220,8 +221,28 @@ fn on_blocked(o: OnBlocked) -> pb::OnBlocked {
 
 // === agent steps ===
 
-/// The `RunStep` of agent step (`step`, `attempt`) of a migration; `None` for coordinator steps.
-pub fn run_step(operation_id: &str, step: Step, attempt: u32, p: &MigrationParams) -> Option<pb::RunStep> {
+/// The `RunStep` of agent step (`step`, `attempt`) of an operation with parameters `params`;
+/// `None` for coordinator steps and for a step of the other plan.
+pub fn run_step(operation_id: &str, step: Step, attempt: u32, params: &Params) -> Option<pb::RunStep> {
+    use pb::run_step::Step as S;
+    let kind = match (step, params) {
+        (Step::Inventory, Params::Upgrade(_)) => S::Inventory(pb::InventoryParams {}),
+        (Step::Postflight, Params::Upgrade(u)) => S::Postflight(pb::PostflightParams {
+            minor: u.target.to_string(),
+        }),
+        (_, Params::Migration(p)) => migration_run_step(step, p)?,
+        (_, Params::Upgrade(_)) => return None,
+    };
+    Some(pb::RunStep {
+        operation_id: operation_id.to_string(),
+        step_id: crate::engine::record::step_id(step),
+        attempt,
+        step: Some(kind),
+    })
+}
+
+/// The parameters of a migration's agent step.
+fn migration_run_step(step: Step, p: &MigrationParams) -> Option<pb::run_step::Step> {
     use pb::run_step::Step as S;
     let from = p.from_nodegroup.clone();
     let to = p.nodegroup.nodegroup_name.clone();
@@ -272,16 +293,74 @@ pub fn run_step(operation_id: &str, step: Step, attempt: u32, p: &MigrationParam
             group: from,
             taint_key: p.taint_key.clone(),
         }),
-        Step::CreateManagedNodegroup | Step::RemoveSelfManagedNodegroup | Step::DeleteManagedNodegroup => {
-            return None
-        }
+        Step::CreateManagedNodegroup
+        | Step::RemoveSelfManagedNodegroup
+        | Step::DeleteManagedNodegroup
+        | Step::Inventory
+        | Step::Preflight
+        | Step::UpgradeControlPlane
+        | Step::UpgradeNodegroups
+        | Step::UpgradeAddons
+        | Step::Postflight => return None,
     };
-    Some(pb::RunStep {
-        operation_id: operation_id.to_string(),
-        step_id: crate::engine::record::step_id(step),
-        attempt,
-        step: Some(kind),
-    })
+    Some(kind)
+}
+
+/// The agent's inventory (wire) in the upgrade's own types.
+pub fn agent_inventory(inv: &pb::Inventory) -> AgentInventory {
+    let kind = |k: i32| match pb::NodeGroupKind::try_from(k) {
+        Ok(pb::NodeGroupKind::SelfManaged) => GroupKind::SelfManaged,
+        _ => GroupKind::Managed,
+    };
+    AgentInventory {
+        api_server_version: inv.version.clone(),
+        node_groups: inv
+            .node_groups
+            .iter()
+            .map(|g| InventoryNodeGroup {
+                name: g.name.clone(),
+                kind: kind(g.kind),
+                nodes: g.node_count,
+                ready: g.ready_count,
+                kubelet_versions: g.kubelet_versions.clone(),
+            })
+            .collect(),
+        nodes: inv
+            .nodes
+            .iter()
+            .map(|n| InventoryNode {
+                name: n.name.clone(),
+                group: n.group.clone(),
+                kubelet_version: n.kubelet_version.clone(),
+                ready: n.ready,
+            })
+            .collect(),
+        blocking_pdbs: inv
+            .blocking_pdbs
+            .iter()
+            .map(|p| InventoryPdb {
+                name: p.name.clone(),
+                expected: p.expected,
+                healthy: p.healthy,
+                desired: p.desired,
+            })
+            .collect(),
+        // The wire inventory does not carry the kube-system add-on images.
+        addon_workloads: None,
+    }
+}
+
+/// The inventory an upgrade's `Inventory` step reported (its stored output), if it succeeded.
+pub fn inventory_of(r: &OperationRecord) -> Option<AgentInventory> {
+    let s = r.steps.iter().find(|s| s.id == crate::engine::record::step_id(Step::Inventory))?;
+    if s.state != StepState::Succeeded {
+        return None;
+    }
+    let outputs: StepOutputs = serde_json::from_value(s.outputs.clone()).ok()?;
+    match decode::<pb::StepOutput>(outputs.detail.as_deref()?)?.output? {
+        pb::step_output::Output::Inventory(inv) => Some(agent_inventory(&inv)),
+        _ => None,
+    }
 }
 
 /// A result the agent sent that cannot be applied, naming the bad field.
@@ -386,7 +465,9 @@ pub fn operation_state(r: &OperationRecord) -> pb::OperationState {
     use pb::OperationState as P;
     match &r.machine {
         Some(Machine::Pending) => P::Pending,
-        Some(Machine::Running { .. } | Machine::WaitingRetry { .. }) => P::Running,
+        Some(Machine::Running { .. } | Machine::WaitingRetry { .. } | Machine::Cancelling { .. }) => {
+            P::Running
+        }
         Some(Machine::RollingBack { .. }) => P::RollingBack,
         Some(Machine::Succeeded) => P::Succeeded,
         Some(Machine::Failed { .. }) => P::Failed,
@@ -416,6 +497,12 @@ fn step_kind(step: Option<Step>) -> pb::OperationStepKind {
         Some(Step::RestoreScale) => K::RestoreScale,
         Some(Step::Rollback) => K::Rollback,
         Some(Step::DeleteManagedNodegroup) => K::DeleteManagedNodegroup,
+        Some(Step::Inventory) => K::Inventory,
+        Some(Step::Preflight) => K::Preflight,
+        Some(Step::UpgradeControlPlane) => K::UpgradeControlPlane,
+        Some(Step::UpgradeNodegroups) => K::UpgradeNodegroups,
+        Some(Step::UpgradeAddons) => K::UpgradeAddons,
+        Some(Step::Postflight) => K::Postflight,
         None => K::Unspecified,
     }
 }
@@ -470,10 +557,16 @@ pub fn operation_step(
         (Some(o), _) if !o.summary.is_empty() => o.summary.clone(),
         _ => String::new(),
     };
+    let hop = match r.kind {
+        OperationKind::Upgrade => serde_json::from_value::<UpgradeParams>(r.params.clone())
+            .map(|p| p.target.to_string())
+            .unwrap_or_default(),
+        OperationKind::Migration => String::new(),
+    };
     pb::OperationStep {
         step_id: s.id.clone(),
         kind: step_kind(step) as i32,
-        hop: String::new(),
+        hop,
         state: step_state(s.state) as i32,
         attempt: s.attempts,
         started_at: s.started_at.map(ts),
@@ -495,7 +588,15 @@ pub fn operation(r: &OperationRecord, progress: Option<&pb::StepProgress>) -> pb
             .map(|p| pb::Work {
                 kind: Some(pb::work::Kind::Migration(migration_params_to_proto(&p))),
             }),
-        OperationKind::Upgrade => None,
+        OperationKind::Upgrade => serde_json::from_value::<UpgradeParams>(r.params.clone())
+            .ok()
+            .map(|p| pb::Work {
+                kind: Some(pb::work::Kind::Upgrade(pb::UpgradeParams {
+                    target_version: p.target.to_string(),
+                    force: p.force,
+                    ..Default::default()
+                })),
+            }),
     };
     let failure = match &r.machine {
         Some(Machine::Failed { step, error }) => {
@@ -610,7 +711,7 @@ mod tests {
 
     #[test]
     fn run_steps_carry_the_template_and_the_policies() {
-        let p = migration_params(&wire_params()).unwrap();
+        let p = Params::Migration(migration_params(&wire_params()).unwrap());
         let r = run_step("op-1", Step::WaitNodesReady, 2, &p).unwrap();
         assert_eq!((r.step_id.as_str(), r.attempt), ("WaitNodesReady", 2));
         let Some(pb::run_step::Step::WaitNodesReady(w)) = r.step else {

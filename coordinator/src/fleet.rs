@@ -1,8 +1,10 @@
 //! The `Fleet` gRPC service operators and tools call: clusters (with their agents' sessions and
 //! inventories), and per-cluster operations — start (everything validated before anything is
 //! written), get, list, watch (stored log lines, then live step changes and progress) and cancel.
-//! Viewers may read; only role `operator` may start or cancel. Rollout calls answer Unimplemented
-//! until the rollout scheduler fills them in.
+//! Rollouts over the fleet ([`crate::engine::rollouts`]): create (the spec validated, the clusters
+//! from the clusters file and the agents' inventories), get, list, watch (a snapshot, then every
+//! change until the rollout ends), pause, resume, cancel and approve a stage.
+//! Viewers may read; only role `operator` may start, steer or cancel.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -20,8 +22,13 @@ use crate::auth::{self, Access};
 use crate::config::ClustersFile;
 use crate::convert;
 use crate::eks::Eks;
+use crate::engine::rollouts::{RolloutError, Rollouts};
 use crate::engine::{new_operation_id, record, Engine, EngineError, Update};
-use crate::params::MigrationParams;
+use crate::rollout::convert as rollout_convert;
+use crate::rollout::{Event as RolloutEvent, RolloutSpec};
+use crate::store::RolloutRecord;
+use crate::params::{MigrationParams, UpgradeParams};
+use crate::upgrade::MinorVersion;
 use crate::selector::Selector;
 use crate::sessions::Sessions;
 use crate::store::{EventRecord, OperationRecord, Store, StoreError};
@@ -33,18 +40,47 @@ const MAX_PAGE: usize = 1000;
 /// The `Fleet` service.
 pub struct FleetService<E> {
     engine: Engine<E>,
+    rollouts: Rollouts<E>,
     sessions: Arc<Sessions>,
     clusters: Arc<ClustersFile>,
 }
 
 impl<E: Eks + 'static> FleetService<E> {
-    /// The service over the engine, the agents' sessions and the configured clusters.
-    pub fn new(engine: Engine<E>, sessions: Arc<Sessions>, clusters: Arc<ClustersFile>) -> Self {
+    /// The service over the engine, the rollout runner, the agents' sessions and the configured
+    /// clusters.
+    pub fn new(
+        engine: Engine<E>,
+        rollouts: Rollouts<E>,
+        sessions: Arc<Sessions>,
+        clusters: Arc<ClustersFile>,
+    ) -> Self {
         FleetService {
             engine,
+            rollouts,
             sessions,
             clusters,
         }
+    }
+
+    /// A rollout on the wire, with each running cluster's live step progress.
+    fn rollout_proto(&self, r: &RolloutRecord) -> pb::Rollout {
+        let mut p = rollout_convert::rollout_to_proto(&r.rollout);
+        for c in p.stages.iter_mut().flat_map(|s| s.clusters.iter_mut()) {
+            if c.state == pb::RolloutState::Running as i32 {
+                if let Some(op) = &c.operation_id {
+                    c.progress = self.engine.live_progress(op);
+                }
+            }
+        }
+        p
+    }
+
+    async fn rollout_command(&self, id: &str, event: RolloutEvent) -> Result<Response<pb::Rollout>, Status> {
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument("rollout_id: empty; pass a rollout id (ro-…)"));
+        }
+        let r = self.rollouts.command(id, event).await.map_err(rollout_status)?;
+        Ok(Response::new(self.rollout_proto(&r)))
     }
 
     fn cluster_proto(&self, name: &str) -> Option<pb::Cluster> {
@@ -103,55 +139,136 @@ impl<E: Eks + 'static> FleetService<E> {
         created_by: String,
         rollout_id: Option<String>,
     ) -> Result<OperationRecord, Status> {
-        let bad = |e: crate::params::ParamError| {
-            Status::invalid_argument(format!("work.migration.{}: {}", e.field, e.message))
+        let now = Timestamp::now();
+        plan_migration(
+            &self.sessions,
+            cluster,
+            params,
+            new_operation_id(now),
+            created_by,
+            rollout_id,
+        )
+    }
+
+    /// Builds (without storing) the one-minor upgrade of `cluster` that `params` asks for: the
+    /// target must be the cluster's minor + 1 (its control plane's version from EKS, or the
+    /// agent's inventory when EKS cannot be asked); errors name `work.upgrade.*`.
+    pub async fn plan_upgrade(
+        &self,
+        cluster: &str,
+        params: &pb::UpgradeParams,
+        created_by: String,
+    ) -> Result<OperationRecord, Status> {
+        let field = "work.upgrade.targetVersion";
+        let target = MinorVersion::parse(&params.target_version)
+            .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+        if params.migrate_self_managed {
+            return Err(Status::invalid_argument(
+                "work.upgrade.migrateSelfManaged: one operation is one upgrade hop; start the migration as its own operation first, or create a rollout (which migrates, then chains the hops)",
+            ));
+        }
+        let from_eks = match self.engine.eks(cluster) {
+            Some(eks) => match eks.describe_cluster().await {
+                Ok(c) => MinorVersion::of_kubernetes(&c.version),
+                Err(e) => {
+                    tracing::warn!(%cluster, error = %e, "DescribeCluster failed; using the agent's inventory for the current version");
+                    None
+                }
+            },
+            None => None,
         };
-        let mut p: MigrationParams = convert::migration_params(params).map_err(bad)?;
-        let inventory = self.sessions.info(cluster).inventory;
-        let self_managed: Vec<&str> = inventory
-            .iter()
-            .flat_map(|i| i.node_groups.iter())
-            .filter(|g| g.kind == pb::NodeGroupKind::SelfManaged as i32)
-            .map(|g| g.name.as_str())
-            .collect();
-        if p.from_nodegroup.is_empty() {
-            p.from_nodegroup = match (&inventory, self_managed.as_slice()) {
-                (Some(_), [one]) => one.to_string(),
-                (None, _) => {
-                    return Err(Status::invalid_argument(format!(
-                        "work.migration.fromNodegroup: empty, and cluster {cluster}'s agent has not reported an inventory to pick its only self-managed group from; name the group"
-                    )))
-                }
-                (Some(_), groups) => {
-                    return Err(Status::invalid_argument(format!(
-                        "work.migration.fromNodegroup: empty, and cluster {cluster} has {} self-managed node groups ({}); name one",
-                        groups.len(),
-                        groups.join(", ")
-                    )))
-                }
+        let from_agent = || {
+            self.sessions
+                .info(cluster)
+                .inventory
+                .and_then(|i| MinorVersion::of_kubernetes(&i.version))
+        };
+        let Some(current) = from_eks.or_else(from_agent) else {
+            return Err(Status::unavailable(format!(
+                "cluster {cluster}: its Kubernetes version is unknown (EKS DescribeCluster failed and its agent has not reported an inventory); retry once either answers"
+            )));
+        };
+        if target != current.next() {
+            let why = if target == current {
+                format!("cluster {cluster} is already at {current}")
+            } else {
+                format!("cluster {cluster} is at {current}")
             };
-        } else if inventory.is_some() && !self_managed.contains(&p.from_nodegroup.as_str()) {
             return Err(Status::invalid_argument(format!(
-                "work.migration.fromNodegroup: cluster {cluster} has no self-managed node group {:?} (its agent reports: {})",
-                p.from_nodegroup,
-                if self_managed.is_empty() {
-                    "none".to_string()
-                } else {
-                    self_managed.join(", ")
-                }
+                "{field}: {why}; EKS upgrades one minor at a time, so the target must be {} (to go further, create a rollout with targetVersion {}: it chains the hops)",
+                current.next(),
+                params.target_version
             )));
         }
-        p.validate().map_err(bad)?;
         let now = Timestamp::now();
-        Ok(record::new_migration(
+        let p = UpgradeParams {
+            from: current,
+            target,
+            force: params.force,
+        };
+        Ok(record::new_upgrade(
             new_operation_id(now),
             cluster,
             &p,
             created_by,
-            rollout_id,
+            None,
             now,
         ))
     }
+}
+
+/// Builds (without storing) operation `id`, the migration of `cluster` that `params` asks for:
+/// defaults filled in, an empty `fromNodegroup` resolved from the agent's inventory (its only
+/// self-managed group), every field checked; errors name it under `work.migration`.
+pub fn plan_migration(
+    sessions: &Sessions,
+    cluster: &str,
+    params: &pb::MigrationParams,
+    id: String,
+    created_by: String,
+    rollout_id: Option<String>,
+) -> Result<OperationRecord, Status> {
+    let bad = |e: crate::params::ParamError| {
+        Status::invalid_argument(format!("work.migration.{}: {}", e.field, e.message))
+    };
+    let mut p: MigrationParams = convert::migration_params(params).map_err(bad)?;
+    let inventory = sessions.info(cluster).inventory;
+    let self_managed: Vec<&str> = inventory
+        .iter()
+        .flat_map(|i| i.node_groups.iter())
+        .filter(|g| g.kind == pb::NodeGroupKind::SelfManaged as i32)
+        .map(|g| g.name.as_str())
+        .collect();
+    if p.from_nodegroup.is_empty() {
+        p.from_nodegroup = match (&inventory, self_managed.as_slice()) {
+            (Some(_), [one]) => one.to_string(),
+            (None, _) => {
+                return Err(Status::invalid_argument(format!(
+                    "work.migration.fromNodegroup: empty, and cluster {cluster}'s agent has not reported an inventory to pick its only self-managed group from; name the group"
+                )))
+            }
+            (Some(_), groups) => {
+                return Err(Status::invalid_argument(format!(
+                    "work.migration.fromNodegroup: empty, and cluster {cluster} has {} self-managed node groups ({}); name one",
+                    groups.len(),
+                    groups.join(", ")
+                )))
+            }
+        };
+    } else if inventory.is_some() && !self_managed.contains(&p.from_nodegroup.as_str()) {
+        return Err(Status::invalid_argument(format!(
+            "work.migration.fromNodegroup: cluster {cluster} has no self-managed node group {:?} (its agent reports: {})",
+            p.from_nodegroup,
+            if self_managed.is_empty() {
+                "none".to_string()
+            } else {
+                self_managed.join(", ")
+            }
+        )));
+    }
+    p.validate().map_err(bad)?;
+    let now = Timestamp::now();
+    Ok(record::new_migration(id, cluster, &p, created_by, rollout_id, now))
 }
 
 /// A store read off the async threads, as a gRPC status on failure.
@@ -194,8 +311,9 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         auth::operator(&request, "Fleet/ListClusters", Access::Read)?;
-        let selector = Selector::parse(&request.get_ref().label_selector)
-            .map_err(|e| Status::invalid_argument(format!("label_selector: {e}")))?;
+        let text = &request.get_ref().label_selector;
+        let selector = Selector::parse(text)
+            .map_err(|e| Status::invalid_argument(format!("label_selector: {text:?} {e}")))?;
         let mut busy = self.engine.current_operations();
         let mut clusters: Vec<pb::Cluster> = self
             .clusters
@@ -240,11 +358,7 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
                     "work: missing; set work.migration (or work.upgrade) with its parameters",
                 ))
             }
-            Some(pb::work::Kind::Upgrade(_)) => {
-                return Err(Status::unimplemented(
-                    "work.upgrade: Kubernetes upgrades are not available in this coordinator yet; only migrations can be started",
-                ))
-            }
+            Some(pb::work::Kind::Upgrade(u)) => self.plan_upgrade(&req.cluster_id, &u, caller.uri()).await?,
             Some(pb::work::Kind::Migration(m)) => {
                 self.plan_migration(&req.cluster_id, &m, caller.uri(), None)?
             }
@@ -359,14 +473,21 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         Ok(Response::new(self.operation_proto(&r)))
     }
 
-    // === Rollouts: the rollout scheduler (coordinator/src/rollout) fills these in. ===
+    // === Rollouts ===
 
     async fn create_rollout(
         &self,
         request: Request<pb::CreateRolloutRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        auth::operator(&request, "Fleet/CreateRollout", Access::Mutate)?;
-        Err(rollouts_not_yet())
+        let caller = auth::operator(&request, "Fleet/CreateRollout", Access::Mutate)?;
+        let req = request.into_inner();
+        let spec = RolloutSpec::from_proto(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let r = self
+            .rollouts
+            .create(spec, caller.uri())
+            .await
+            .map_err(rollout_status)?;
+        Ok(Response::new(self.rollout_proto(&r)))
     }
 
     async fn get_rollout(
@@ -374,7 +495,12 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         request: Request<pb::GetRolloutRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/GetRollout", Access::Read)?;
-        Err(rollouts_not_yet())
+        let id = &request.get_ref().rollout_id;
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument("rollout_id: empty; pass a rollout id (ro-…)"));
+        }
+        let r = self.rollouts.get(id).await.map_err(rollout_status)?;
+        Ok(Response::new(self.rollout_proto(&r)))
     }
 
     async fn list_rollouts(
@@ -382,7 +508,44 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         request: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
         auth::operator(&request, "Fleet/ListRollouts", Access::Read)?;
-        Err(rollouts_not_yet())
+        let req = request.into_inner();
+        let mut states = Vec::new();
+        for (i, s) in req.states.iter().enumerate() {
+            match rollout_convert::state_from_proto(*s) {
+                Some(st) => states.push(st),
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "states[{i}]: {s} is not a rollout state; use PENDING, RUNNING, WAITING_FOR_APPROVAL, SOAKING, SUCCEEDED, FAILED, SKIPPED, PAUSED or CANCELLED"
+                    )))
+                }
+            }
+        }
+        if !req.page_token.is_empty() && !req.page_token.starts_with("ro-") {
+            return Err(Status::invalid_argument(
+                "page_token: not a token from a previous ListRollouts response",
+            ));
+        }
+        let page = match req.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut all = self.rollouts.list().await.map_err(rollout_status)?;
+        all.retain(|r| states.is_empty() || states.contains(&r.rollout.state()));
+        // Ids sort by creation time: newest first.
+        all.sort_by(|a, b| b.rollout.id.cmp(&a.rollout.id));
+        if !req.page_token.is_empty() {
+            all.retain(|r| r.rollout.id.as_str() < req.page_token.as_str());
+        }
+        let next_page_token = if all.len() > page {
+            all.truncate(page);
+            all.last().map(|r| r.rollout.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListRolloutsResponse {
+            rollouts: all.iter().map(|r| self.rollout_proto(r)).collect(),
+            next_page_token,
+        }))
     }
 
     type WatchRolloutStream = RolloutWatch;
@@ -392,15 +555,34 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         request: Request<pb::WatchRolloutRequest>,
     ) -> Result<Response<Self::WatchRolloutStream>, Status> {
         auth::operator(&request, "Fleet/WatchRollout", Access::Read)?;
-        Err(rollouts_not_yet())
+        let id = request.into_inner().rollout_id;
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument("rollout_id: empty; pass a rollout id (ro-…)"));
+        }
+        // Subscribe before reading, so nothing committed in between is missed.
+        let updates = self.rollouts.subscribe();
+        let record = self.rollouts.get(&id).await.map_err(rollout_status)?;
+        let (tx, rx) = mpsc::channel(256);
+        let watcher = RolloutWatcher {
+            rollouts: self.rollouts.clone(),
+            engine: self.engine.clone(),
+            id,
+            sequence: 0,
+            tx,
+        };
+        tokio::spawn(watcher.run(record, updates));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn pause_rollout(
         &self,
         request: Request<pb::PauseRolloutRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        auth::operator(&request, "Fleet/PauseRollout", Access::Mutate)?;
-        Err(rollouts_not_yet())
+        let caller = auth::operator(&request, "Fleet/PauseRollout", Access::Mutate)?;
+        let req = request.into_inner();
+        let reason = with_caller(&req.reason, &caller.uri());
+        self.rollout_command(&req.rollout_id, RolloutEvent::Pause { reason })
+            .await
     }
 
     async fn resume_rollout(
@@ -408,28 +590,131 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         request: Request<pb::ResumeRolloutRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
         auth::operator(&request, "Fleet/ResumeRollout", Access::Mutate)?;
-        Err(rollouts_not_yet())
+        let req = request.into_inner();
+        self.rollout_command(&req.rollout_id, RolloutEvent::Resume).await
     }
 
     async fn cancel_rollout(
         &self,
         request: Request<pb::CancelRolloutRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        auth::operator(&request, "Fleet/CancelRollout", Access::Mutate)?;
-        Err(rollouts_not_yet())
+        let caller = auth::operator(&request, "Fleet/CancelRollout", Access::Mutate)?;
+        let req = request.into_inner();
+        let reason = with_caller(&req.reason, &caller.uri());
+        self.rollout_command(&req.rollout_id, RolloutEvent::Cancel { reason })
+            .await
     }
 
     async fn approve_stage(
         &self,
         request: Request<pb::ApproveStageRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        auth::operator(&request, "Fleet/ApproveStage", Access::Mutate)?;
-        Err(rollouts_not_yet())
+        let caller = auth::operator(&request, "Fleet/ApproveStage", Access::Mutate)?;
+        let req = request.into_inner();
+        let event = RolloutEvent::Approve {
+            stage: req.stage_index as usize,
+            by: caller.uri(),
+            comment: req.comment,
+        };
+        self.rollout_command(&req.rollout_id, event).await
     }
 }
 
-fn rollouts_not_yet() -> Status {
-    Status::unimplemented("rollouts: not yet")
+/// `reason (by caller)`, or `by caller` without a reason.
+fn with_caller(reason: &str, caller: &str) -> String {
+    if reason.trim().is_empty() {
+        format!("by {caller}")
+    } else {
+        format!("{reason} (by {caller})")
+    }
+}
+
+/// The rollout runner's errors as gRPC statuses.
+pub fn rollout_status(e: RolloutError) -> Status {
+    match e {
+        RolloutError::NotFound(id) => Status::not_found(format!("rollout_id: rollout {id:?} not found")),
+        RolloutError::Refused(e) => Status::failed_precondition(e.to_string()),
+        RolloutError::Stopped => Status::unavailable("the coordinator is shutting down; retry"),
+        RolloutError::Store(e) => {
+            tracing::error!(error = %e, "store failed");
+            Status::internal(format!("store: {e}"))
+        }
+    }
+}
+
+/// One WatchRollout stream: a snapshot, then the changes of every committed state, until the
+/// rollout ends.
+struct RolloutWatcher<E> {
+    rollouts: Rollouts<E>,
+    engine: Engine<E>,
+    id: String,
+    sequence: u64,
+    tx: mpsc::Sender<Result<pb::RolloutEvent, Status>>,
+}
+
+impl<E: Eks + 'static> RolloutWatcher<E> {
+    async fn send(&mut self, event: pb::rollout_event::Event) -> bool {
+        self.sequence += 1;
+        let e = pb::RolloutEvent {
+            rollout_id: self.id.clone(),
+            sequence: self.sequence,
+            at: Some(convert::ts(Timestamp::now())),
+            event: Some(event),
+        };
+        self.tx.send(Ok(e)).await.is_ok()
+    }
+
+    async fn snapshot(&mut self, r: &RolloutRecord) -> bool {
+        let mut p = rollout_convert::rollout_to_proto(&r.rollout);
+        for c in p.stages.iter_mut().flat_map(|s| s.clusters.iter_mut()) {
+            if let Some(op) = c.operation_id.as_ref().filter(|_| c.state == pb::RolloutState::Running as i32) {
+                c.progress = self.engine.live_progress(op);
+            }
+        }
+        self.send(pb::rollout_event::Event::Snapshot(p)).await
+    }
+
+    async fn run(mut self, record: RolloutRecord, mut updates: broadcast::Receiver<Arc<RolloutRecord>>) {
+        if !self.snapshot(&record).await {
+            return;
+        }
+        if record.rollout.is_final() {
+            let state = rollout_convert::state_to_proto(record.rollout.state()) as i32;
+            let _ = self.send(pb::rollout_event::Event::State(state)).await;
+            return;
+        }
+        let mut last = record;
+        loop {
+            let next = match updates.recv().await {
+                Ok(r) if r.rollout.id == self.id => r,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(rollout = %self.id, missed = n, "rollout watcher fell behind; sending a snapshot");
+                    let Ok(r) = self.rollouts.get(&self.id).await else {
+                        return;
+                    };
+                    if !self.snapshot(&r).await || r.rollout.is_final() {
+                        return;
+                    }
+                    last = r;
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if next.version <= last.version {
+                continue;
+            }
+            for change in rollout_convert::changes(&last.rollout, &next.rollout) {
+                if !self.send(change).await {
+                    return;
+                }
+            }
+            if next.rollout.is_final() {
+                return;
+            }
+            last = (*next).clone();
+        }
+    }
 }
 
 /// One WatchOperation stream.

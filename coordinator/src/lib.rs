@@ -21,7 +21,8 @@
 //! - [`sessions`]: agent sessions (connected, last seen, inventory) and `AgentGateway.Connect`.
 //! - [`engine`]: drives every operation: persist, then act; agent steps over the sessions,
 //!   coordinator steps against EKS; resume after a restart.
-//! - [`fleet`]: the `Fleet` gRPC service; [`selector`]: label selectors over cluster labels.
+//! - [`fleet`]: the `Fleet` gRPC service; [`selector`]: label selectors over cluster labels (one
+//!   parser for `ListClusters` and rollouts).
 //! - [`convert`]: protobuf to and from the coordinator's types.
 //! - [`rollout`]: fleet rollouts: label selectors, the validated spec, and the pure state machine
 //!   that runs stages (concurrency, soak, failure budget, approval gates, pause, cancel).

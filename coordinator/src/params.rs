@@ -1,5 +1,6 @@
 //! What an operation was asked to do, as stored in its record (`OperationRecord::params`): the
-//! migration's parameters with every default filled in, checked before anything is written.
+//! migration's parameters with every default filled in, or an upgrade's one-minor hop ([`Params`]
+//! by kind), checked before anything is written.
 //! Field names in errors are the API's (`nodegroup.scalingConfig.desiredSize`), relative to
 //! `work.migration`.
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::eks::{EksError, NodegroupTemplate};
+use crate::upgrade::MinorVersion;
 
 /// The taint key put on the old nodes unless the operation names another.
 pub const DEFAULT_TAINT_KEY: &str = "flotilla.io/migrating";
@@ -58,6 +60,46 @@ pub enum OnBlocked {
     ForceAfter(Duration),
     /// Leave the node cordoned, report it, and go on.
     SkipNode,
+}
+
+/// One minor-version upgrade's parameters, as stored (`work.upgrade`, checked: `target` is
+/// `from` + 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeParams {
+    /// The minor the cluster was at when the operation was planned.
+    pub from: MinorVersion,
+    /// The minor it goes to (`from` + 1: EKS upgrades one minor at a time).
+    pub target: MinorVersion,
+    /// Pass `force` to UpdateNodegroupVersion (PodDisruptionBudgets do not stop the node group
+    /// update; preflight reports blocking budgets as warnings).
+    pub force: bool,
+}
+
+/// An operation's stored parameters, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Params {
+    /// A migration.
+    Migration(MigrationParams),
+    /// A one-minor upgrade.
+    Upgrade(UpgradeParams),
+}
+
+impl Params {
+    /// The migration's parameters, if this is one.
+    pub fn migration(&self) -> Option<&MigrationParams> {
+        match self {
+            Params::Migration(p) => Some(p),
+            Params::Upgrade(_) => None,
+        }
+    }
+
+    /// The upgrade's parameters, if this is one.
+    pub fn upgrade(&self) -> Option<&UpgradeParams> {
+        match self {
+            Params::Upgrade(p) => Some(p),
+            Params::Migration(_) => None,
+        }
+    }
 }
 
 /// A migration's parameters, defaults filled in.

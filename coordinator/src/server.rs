@@ -1,5 +1,5 @@
 //! `flotilla-coordinator serve` as a library: opens the store, connects one EKS client per
-//! configured cluster, resumes every unfinished operation, and serves `Fleet`, `AgentGateway`,
+//! configured cluster, resumes every unfinished operation and rollout, and serves `Fleet`, `AgentGateway`,
 //! gRPC health and reflection over mTLS (client certificates from our CA required). The binary,
 //! the demo and the tests all start it through [`Coordinator::start`].
 
@@ -22,6 +22,7 @@ use crate::ca::tls::{self, TlsError};
 use crate::config::ClustersFile;
 use crate::eks::aws::{AwsEks, ConnectOptions};
 use crate::eks::EksError;
+use crate::engine::rollouts::{RolloutError, Rollouts};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::fleet::FleetService;
 use crate::sessions::gateway::Gateway;
@@ -71,6 +72,9 @@ pub enum ServerError {
     /// Resuming operations failed.
     #[error("resuming operations: {0}")]
     Engine(#[from] EngineError),
+    /// Resuming rollouts failed.
+    #[error("resuming rollouts: {0}")]
+    Rollouts(#[from] RolloutError),
     /// gRPC reflection could not be built from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
@@ -124,6 +128,7 @@ pub struct CoordinatorHandle {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     acceptor: JoinHandle<()>,
     engine: Engine<AwsEks>,
+    rollouts: Rollouts<AwsEks>,
     sessions: Arc<Sessions>,
     store: Arc<dyn Store>,
     health: tonic_health::server::HealthReporter,
@@ -168,7 +173,9 @@ impl Coordinator {
         let resumed = engine.resume_all().await?;
 
         let clusters = Arc::new(opts.clusters.clone());
-        let fleet = FleetService::new(engine.clone(), sessions.clone(), clusters.clone());
+        let rollouts = Rollouts::new(engine.clone(), clusters.clone());
+        let resumed_rollouts = rollouts.resume_all().await?;
+        let fleet = FleetService::new(engine.clone(), rollouts.clone(), sessions.clone(), clusters.clone());
         let gateway = Gateway::new(
             engine.clone(),
             sessions.clone(),
@@ -229,13 +236,14 @@ impl Coordinator {
                     let _ = stopped_rx.wait_for(|s| *s).await;
                 }),
         );
-        tracing::info!(%local_addr, clusters = clusters.clusters.len(), resumed, "coordinator serving");
+        tracing::info!(%local_addr, clusters = clusters.clusters.len(), resumed, resumed_rollouts, "coordinator serving");
         Ok(CoordinatorHandle {
             local_addr,
             stop,
             server,
             acceptor,
             engine,
+            rollouts,
             sessions,
             store,
             health,
@@ -252,6 +260,11 @@ impl CoordinatorHandle {
     /// The engine (operations API, updates).
     pub fn engine(&self) -> &Engine<AwsEks> {
         &self.engine
+    }
+
+    /// The rollout runner.
+    pub fn rollouts(&self) -> &Rollouts<AwsEks> {
+        &self.rollouts
     }
 
     /// The agents' sessions.
@@ -274,6 +287,7 @@ impl CoordinatorHandle {
             .await;
         let _ = self.stop.send(true);
         self.sessions.close_all();
+        self.rollouts.shutdown().await;
         self.engine.shutdown().await;
         let mut server = self.server;
         let result = match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
@@ -290,6 +304,7 @@ impl CoordinatorHandle {
         if let Ok(Err(e)) = flushed {
             tracing::error!(error = %e, "flushing the store at shutdown failed");
         }
+        drop(self.rollouts);
         drop(self.engine);
         drop(self.store);
         result

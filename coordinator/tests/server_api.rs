@@ -295,7 +295,21 @@ async fn bad_and_unknown_inputs_name_the_field() {
             Some(pb::work::Kind::Upgrade(pb::UpgradeParams::default())),
         ))
         .await;
-    assert_status(r, Code::Unimplemented, &["work.upgrade", "not available"]);
+    assert_status(r, Code::InvalidArgument, &["work.upgrade.targetVersion"]);
+    let r = fleet
+        .start_operation(start_req(
+            "sim-1",
+            Some(pb::work::Kind::Upgrade(pb::UpgradeParams {
+                target_version: "1.40".into(),
+                ..Default::default()
+            })),
+        ))
+        .await;
+    assert_status(
+        r,
+        Code::InvalidArgument,
+        &["work.upgrade.targetVersion", "one minor at a time", "rollout"],
+    );
     let none = fleet
         .list_operations(pb::ListOperationsRequest::default())
         .await
@@ -402,9 +416,19 @@ async fn bad_and_unknown_inputs_name_the_field() {
         .into_inner();
     assert_eq!(c.current_operation_id, None);
 
-    // Rollouts are not served yet, honestly.
-    let r = fleet.list_rollouts(pb::ListRolloutsRequest::default()).await;
-    assert_status(r, Code::Unimplemented, &["rollouts: not yet"]);
+    // No rollout yet; an unknown one is named.
+    let r = fleet
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.rollouts.is_empty());
+    let r = fleet
+        .get_rollout(pb::GetRolloutRequest {
+            rollout_id: "ro-nope".into(),
+        })
+        .await;
+    assert_status(r, Code::NotFound, &["rollout_id", "ro-nope"]);
 
     // An agent session must open with Hello.
     let mut client = flotilla_proto::fleet::v1::agent_gateway_client::AgentGatewayClient::new(channel(

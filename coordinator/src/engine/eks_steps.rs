@@ -1,8 +1,9 @@
 //! The coordinator's own steps, run against the cluster's EKS and Auto Scaling APIs through the
-//! [`Eks`] trait: create the managed node group and wait until it is ACTIVE, remove the
-//! self-managed group's Auto Scaling group, delete the new group on rollback. Each looks at the
-//! world first, so running it again (a retry, or a re-check after a restart) issues only what is
-//! still missing.
+//! [`Eks`] trait: for a migration, create the managed node group and wait until it is ACTIVE,
+//! remove the self-managed group's Auto Scaling group, delete the new group on rollback; for an
+//! upgrade, preflight, the control plane, the managed node groups and the add-ons (the
+//! [`crate::upgrade`] functions, their progress fed to the engine). Each looks at the world first,
+//! so running it again (a retry, or a re-check after a restart) issues only what is still missing.
 
 use std::time::Duration;
 
@@ -10,8 +11,9 @@ use serde_json::json;
 
 use crate::eks::{self, AsgInfo, AsgSize, Backoff, Eks, EksError, NodegroupStatus, WaitOptions};
 use crate::operation::{RunMode, StepOutputs};
-use crate::params::MigrationParams;
+use crate::params::{MigrationParams, Params, UpgradeParams};
 use crate::plan::Step;
+use crate::upgrade::{self, AgentInventory, Progress, StepReport, UpgradeError, UpgradeOptions};
 
 /// How the coordinator's steps wait on EKS and Auto Scaling.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +22,8 @@ pub struct EksWaits {
     pub nodegroup: WaitOptions,
     /// Waiting for an Auto Scaling group's instances to be gone, and the group itself.
     pub asg: WaitOptions,
+    /// Waiting for an upgrade's EKS update (control plane, node group, add-on) to end.
+    pub update: WaitOptions,
 }
 
 impl Default for EksWaits {
@@ -30,6 +34,7 @@ impl Default for EksWaits {
                 backoff: Backoff::default(),
                 timeout: Duration::from_secs(30 * 60),
             },
+            update: UpgradeOptions::default().wait,
         }
     }
 }
@@ -72,28 +77,118 @@ fn outputs(summary: String, detail: serde_json::Value) -> StepOutputs {
     }
 }
 
-/// Runs coordinator step `step` of a migration. The one place coordinator steps are dispatched.
+impl From<UpgradeError> for Failure {
+    fn from(e: UpgradeError) -> Self {
+        Failure {
+            code: e.code().to_string(),
+            retryable: e.retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What a coordinator step needs besides EKS.
+pub struct StepInput<'a> {
+    /// The operation's parameters.
+    pub params: &'a Params,
+    /// The agent's inventory from the upgrade's `Inventory` step, once it succeeded.
+    pub inventory: Option<&'a AgentInventory>,
+    /// Where the step's progress goes.
+    pub progress: &'a dyn Progress,
+}
+
+/// Runs coordinator step `step`. The one place coordinator steps are dispatched.
 pub async fn run<E: Eks + ?Sized>(
     eks: &E,
     step: Step,
     mode: RunMode,
-    params: &MigrationParams,
+    input: &StepInput<'_>,
     waits: &EksWaits,
 ) -> Result<StepOutputs, Failure> {
+    let migration = || {
+        input.params.migration().ok_or_else(|| {
+            fail(
+                "BAD_PARAMETERS",
+                false,
+                format!("{step} is a migration step but the operation is not a migration"),
+            )
+        })
+    };
+    let upgrade = || {
+        input.params.upgrade().ok_or_else(|| {
+            fail(
+                "BAD_PARAMETERS",
+                false,
+                format!("{step} is an upgrade step but the operation is not an upgrade"),
+            )
+        })
+    };
     match step {
-        Step::CreateManagedNodegroup => create_managed_nodegroup(eks, mode, params, waits).await,
-        Step::RemoveSelfManagedNodegroup => remove_self_managed_nodegroup(eks, params, waits).await,
-        Step::DeleteManagedNodegroup => delete_managed_nodegroup(eks, params, waits).await,
+        Step::CreateManagedNodegroup => create_managed_nodegroup(eks, mode, migration()?, waits).await,
+        Step::RemoveSelfManagedNodegroup => remove_self_managed_nodegroup(eks, migration()?, waits).await,
+        Step::DeleteManagedNodegroup => delete_managed_nodegroup(eks, migration()?, waits).await,
+        Step::Preflight | Step::UpgradeControlPlane | Step::UpgradeNodegroups | Step::UpgradeAddons => {
+            run_upgrade_step(eks, step, mode, upgrade()?, input, waits).await
+        }
         Step::WaitNodesReady
         | Step::Taint
         | Step::SurgeScale
         | Step::VerifyReady
         | Step::Drain
         | Step::RestoreScale
-        | Step::Rollback => Err(fail(
+        | Step::Rollback
+        | Step::Inventory
+        | Step::Postflight => Err(fail(
             "NOT_A_COORDINATOR_STEP",
             false,
             format!("{step} is run by the agent, not the coordinator"),
+        )),
+    }
+}
+
+/// An upgrade's coordinator step, through the [`crate::upgrade`] functions.
+async fn run_upgrade_step<E: Eks + ?Sized>(
+    eks: &E,
+    step: Step,
+    mode: RunMode,
+    params: &UpgradeParams,
+    input: &StepInput<'_>,
+    waits: &EksWaits,
+) -> Result<StepOutputs, Failure> {
+    let target = params.target;
+    let opts = UpgradeOptions {
+        force: params.force,
+        wait: waits.update,
+    };
+    let progress = input.progress;
+    match step {
+        Step::Preflight => {
+            let Some(inventory) = input.inventory else {
+                return Err(fail(
+                    "INVENTORY_MISSING",
+                    false,
+                    "preflight needs the agent's inventory, and the Inventory step's output cannot be read; start the upgrade again",
+                ));
+            };
+            Ok(upgrade::preflight(eks, target, inventory, &opts, progress)
+                .await?
+                .outputs())
+        }
+        Step::UpgradeControlPlane => Ok(upgrade::upgrade_control_plane(eks, target, mode, &opts, progress)
+            .await?
+            .outputs()),
+        Step::UpgradeNodegroups => Ok(upgrade::upgrade_nodegroups(eks, target, mode, &opts, progress)
+            .await?
+            .outputs()),
+        Step::UpgradeAddons => Ok(
+            upgrade::upgrade_addons(eks, target, input.inventory, mode, &opts, progress)
+                .await?
+                .outputs(),
+        ),
+        _ => Err(fail(
+            "NOT_A_COORDINATOR_STEP",
+            false,
+            format!("{step} is not an upgrade coordinator step"),
         )),
     }
 }
@@ -330,8 +425,16 @@ mod tests {
     use super::*;
     use crate::eks::fake::FakeEks;
 
-    fn params() -> MigrationParams {
-        crate::params::tests::params()
+    fn params() -> Params {
+        Params::Migration(crate::params::tests::params())
+    }
+
+    fn input(p: &Params) -> StepInput<'_> {
+        StepInput {
+            params: p,
+            inventory: None,
+            progress: &upgrade::NoProgress,
+        }
     }
 
     fn waits() -> EksWaits {
@@ -344,7 +447,11 @@ mod tests {
             },
             timeout: Duration::from_secs(5),
         };
-        EksWaits { nodegroup: w, asg: w }
+        EksWaits {
+            nodegroup: w,
+            asg: w,
+            update: w,
+        }
     }
 
     fn size(n: i32) -> AsgSize {
@@ -363,7 +470,7 @@ mod tests {
             &eks,
             Step::CreateManagedNodegroup,
             RunMode::Fresh,
-            &params(),
+            &input(&params()),
             &waits(),
         )
         .await
@@ -375,7 +482,7 @@ mod tests {
             &eks,
             Step::CreateManagedNodegroup,
             RunMode::Recheck,
-            &params(),
+            &input(&params()),
             &waits(),
         )
         .await
@@ -396,7 +503,7 @@ mod tests {
             &eks,
             Step::CreateManagedNodegroup,
             RunMode::Fresh,
-            &params(),
+            &input(&params()),
             &waits(),
         )
         .await
@@ -418,7 +525,7 @@ mod tests {
             &eks,
             Step::RemoveSelfManagedNodegroup,
             RunMode::Fresh,
-            &params(),
+            &input(&params()),
             &waits(),
         )
         .await
@@ -436,7 +543,7 @@ mod tests {
             &eks,
             Step::RemoveSelfManagedNodegroup,
             RunMode::Recheck,
-            &params(),
+            &input(&params()),
             &waits(),
         )
         .await
@@ -458,7 +565,7 @@ mod tests {
             &eks,
             Step::DeleteManagedNodegroup,
             RunMode::Fresh,
-            &params(),
+            &input(&params()),
             &waits(),
         )
         .await
@@ -468,13 +575,13 @@ mod tests {
             &eks,
             Step::DeleteManagedNodegroup,
             RunMode::Fresh,
-            &params(),
+            &input(&params()),
             &waits(),
         )
         .await
         .unwrap();
         assert!(out.summary.contains("nothing to delete"));
-        let err = run(&eks, Step::Drain, RunMode::Fresh, &params(), &waits())
+        let err = run(&eks, Step::Drain, RunMode::Fresh, &input(&params()), &waits())
             .await
             .unwrap_err();
         assert_eq!(err.code, "NOT_A_COORDINATOR_STEP");

@@ -10,6 +10,7 @@
 
 pub mod eks_steps;
 pub mod record;
+pub mod rollouts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,8 +25,9 @@ use tracing::Instrument;
 use crate::convert;
 use crate::eks::Eks;
 use crate::operation::{self, Action, Event, OperationState as Machine, RunMode};
-use crate::params::MigrationParams;
+use crate::params::{MigrationParams, Params};
 use crate::plan::{Runner, Step};
+use crate::upgrade::ProgressUpdate;
 use crate::sessions::Sessions;
 use crate::store::{EventRecord, NewEvent, OperationKind, OperationRecord, Store, StoreError};
 
@@ -111,6 +113,16 @@ pub enum Update {
     },
     /// An operation's record changed (after its log lines were broadcast).
     Changed(Arc<OperationRecord>),
+    /// A cluster's agent connected (its session's inventory is current).
+    AgentConnected {
+        /// The cluster.
+        cluster: String,
+    },
+    /// A cluster's agent disconnected.
+    AgentDisconnected {
+        /// The cluster.
+        cluster: String,
+    },
     /// A running agent step reported progress.
     Progress {
         /// The operation.
@@ -281,7 +293,12 @@ impl<E: Eks + 'static> Engine<E> {
                 continue;
             }
             let (event, note) = match machine {
-                Machine::Pending => (Event::Start, "coordinator restarted; starting".to_string()),
+                Machine::Pending => (
+                    Event::Start {
+                        plan: record::plan_of(&op),
+                    },
+                    "coordinator restarted; starting".to_string(),
+                ),
                 ref m => (
                     Event::Resume,
                     format!("coordinator restarted; resuming ({})", describe(m)),
@@ -313,11 +330,12 @@ impl<E: Eks + 'static> Engine<E> {
         let created = blocking(&self.inner.store, move |s| s.create_operation(&rec)).await?;
         tracing::info!(operation = %created.id, cluster = %created.cluster, created_by = %created.created_by, "operation created");
         let (reply, rx) = oneshot::channel();
+        let plan = record::plan_of(&created);
         self.spawn_actor(
             created,
             Input {
                 reply: Some(reply),
-                ..Input::event(Event::Start)
+                ..Input::event(Event::Start { plan })
             },
         );
         drop(_guard);
@@ -346,6 +364,42 @@ impl<E: Eks + 'static> Engine<E> {
         };
         self.dispatch(record, input);
         rx.await.unwrap_or(Err(EngineError::Stopped))
+    }
+
+    /// Halts the operation (a rollout stopping at its failure budget): an upgrade finishes the
+    /// step in flight and stops; a migration rolls back before its drain ended and runs to its end
+    /// after it (see [`crate::operation::state`], "Halt"). Over operations are left as they are.
+    pub async fn halt(&self, id: &str, reason: &str) -> Result<OperationRecord, EngineError> {
+        let Some(record) = ({
+            let id = id.to_string();
+            blocking(&self.inner.store, move |s| s.get_operation(&id)).await?
+        }) else {
+            return Err(EngineError::NotFound(id.to_string()));
+        };
+        if record.machine.as_ref().is_some_and(Machine::is_terminal) {
+            return Ok(record);
+        }
+        let delete_new_group = record::params_of(&record)
+            .and_then(|p| p.migration().map(|m| m.delete_nodegroup_on_rollback))
+            .unwrap_or(false);
+        let (reply, rx) = oneshot::channel();
+        let input = Input {
+            note: (!reason.is_empty()).then(|| format!("halt requested: {reason}")),
+            reply: Some(reply),
+            ..Input::event(Event::Halt { delete_new_group })
+        };
+        self.dispatch(record, input);
+        rx.await.unwrap_or(Err(EngineError::Stopped))
+    }
+
+    /// The EKS handle of a configured cluster.
+    pub fn eks(&self, cluster: &str) -> Option<Arc<E>> {
+        self.inner.eks.get(cluster).cloned()
+    }
+
+    /// The agents' sessions.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.inner.sessions
     }
 
     /// An agent's result for one of its cluster's operations: applied (once), then acked.
@@ -386,6 +440,13 @@ impl<E: Eks + 'static> Engine<E> {
             return Ok(());
         };
         let (event, error_detail) = convert::result_event(step, &result)?;
+        // A fresh inventory (an upgrade's first step) is the cluster's inventory from now on.
+        if let Some(pb::step_result::Outcome::Ok(pb::StepOutput {
+            output: Some(pb::step_output::Output::Inventory(inv)),
+        })) = &result.outcome
+        {
+            self.inner.sessions.set_inventory(cluster, inv.clone());
+        }
         self.dispatch(
             record,
             Input {
@@ -428,14 +489,49 @@ impl<E: Eks + 'static> Engine<E> {
         Ok(())
     }
 
+    /// A coordinator step's progress report: kept as the operation's live progress and broadcast,
+    /// if (step, attempt) is still the one in flight.
+    fn coordinator_progress(&self, operation: &str, step: Step, attempt: u32, update: &ProgressUpdate) {
+        let step_id = record::step_id(step);
+        let current = lock(&self.inner.actors)
+            .get(operation)
+            .and_then(|a| a.in_flight.clone())
+            .is_some_and(|(s, n)| s == step_id && n == attempt);
+        if !current {
+            return;
+        }
+        let progress = pb::StepProgress {
+            operation_id: operation.to_string(),
+            step_id,
+            attempt,
+            kind: pb::StepKind::Unspecified as i32,
+            done: update.done,
+            total: update.total,
+            message: update.message.clone(),
+            blockers: Vec::new(),
+            at: Some(convert::ts(Timestamp::now())),
+        };
+        lock(&self.inner.progress).insert(operation.to_string(), progress.clone());
+        let _ = self.inner.updates.send(Update::Progress {
+            operation: operation.to_string(),
+            progress,
+        });
+    }
+
     /// The cluster's agent (re)connected: its in-flight steps are sent again.
     pub fn agent_connected(&self, cluster: &str) {
         self.to_cluster(cluster, Event::AgentReconnected);
+        let _ = self.inner.updates.send(Update::AgentConnected {
+            cluster: cluster.to_string(),
+        });
     }
 
     /// The cluster's agent disconnected.
     pub fn agent_disconnected(&self, cluster: &str) {
         self.to_cluster(cluster, Event::AgentDisconnected);
+        let _ = self.inner.updates.send(Update::AgentDisconnected {
+            cluster: cluster.to_string(),
+        });
     }
 
     /// Stops every actor and running coordinator step (their state is persisted; a restart
@@ -496,7 +592,7 @@ impl<E: Eks + 'static> Engine<E> {
             );
         }
         let machine = record.machine.clone().unwrap_or(Machine::Pending);
-        let params = serde_json::from_value::<MigrationParams>(record.params.clone()).ok();
+        let params = record::params_of(&record);
         let span = tracing::info_span!("operation", cluster = %record.cluster, operation = %record.id);
         let actor = Actor {
             engine: self.clone(),
@@ -537,6 +633,9 @@ fn describe(m: &Machine) -> String {
             step, attempt, until, ..
         } => format!("{step} attempt {attempt} due at {until}"),
         Machine::RollingBack { step, attempt, .. } => format!("rolling back: {step} attempt {attempt}"),
+        Machine::Cancelling { step, attempt, .. } => {
+            format!("cancelling: {step} attempt {attempt} finishing")
+        }
         Machine::Succeeded => "succeeded".into(),
         Machine::Failed { step, .. } => format!("failed at {step}"),
         Machine::Cancelled => "cancelled".into(),
@@ -554,6 +653,7 @@ fn step_of_transition(event: &Event, m: &Machine) -> Option<Step> {
             Machine::Running { step, .. }
             | Machine::WaitingRetry { step, .. }
             | Machine::RollingBack { step, .. }
+            | Machine::Cancelling { step, .. }
             | Machine::Failed { step, .. } => Some(*step),
             _ => None,
         },
@@ -566,7 +666,7 @@ struct Actor<E> {
     cluster: String,
     record: OperationRecord,
     machine: Machine,
-    params: Option<MigrationParams>,
+    params: Option<Params>,
     tx: mpsc::UnboundedSender<Input>,
     /// The coordinator step running as a task, with its attempt.
     coordinator_task: Option<(Step, u32, AbortHandle)>,
@@ -837,11 +937,23 @@ impl<E: Eks + 'static> Actor<E> {
         let params = self.params.clone();
         let waits = self.engine.inner.options.waits;
         let cluster = self.cluster.clone();
+        // Preflight and the add-ons read what the agent's Inventory step reported.
+        let inventory = convert::inventory_of(&self.record);
+        let engine = self.engine.clone();
+        let operation = self.record.id.clone();
         let span = tracing::info_span!("step", %step, attempt, ?mode);
         let task = self.engine.spawn_task(
             async move {
+                let progress = move |u: &ProgressUpdate| engine.coordinator_progress(&operation, step, attempt, u);
                 let outcome = match (eks, params) {
-                    (Some(eks), Some(params)) => eks_steps::run(eks.as_ref(), step, mode, &params, &waits).await,
+                    (Some(eks), Some(params)) => {
+                        let input = eks_steps::StepInput {
+                            params: &params,
+                            inventory: inventory.as_ref(),
+                            progress: &progress,
+                        };
+                        eks_steps::run(eks.as_ref(), step, mode, &input, &waits).await
+                    }
                     (None, _) => Err(eks_steps::Failure {
                         code: "CLUSTER_NOT_CONFIGURED".into(),
                         retryable: false,

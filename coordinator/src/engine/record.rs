@@ -5,8 +5,8 @@
 use jiff::Timestamp;
 
 use crate::operation::{Action, Event, OperationState as Machine};
-use crate::params::MigrationParams;
-use crate::plan::{Step, MIGRATION};
+use crate::params::{MigrationParams, Params, UpgradeParams};
+use crate::plan::{Plan, Step, MIGRATION, UPGRADE};
 use crate::store::{OperationKind, OperationRecord, OperationState, StepRecord, StepState};
 
 /// The id of `step` within its operation (also what the agent's `RunStep.step_id` carries).
@@ -21,6 +21,14 @@ pub fn step_of(record: &OperationRecord, id: &str) -> Option<Step> {
         .iter()
         .find(|s| s.id == id)
         .and_then(|s| serde_json::from_value(serde_json::Value::String(s.kind.clone())).ok())
+}
+
+/// The plan an operation record runs.
+pub fn plan_of(r: &OperationRecord) -> Plan {
+    match r.kind {
+        OperationKind::Migration => Plan::Migration,
+        OperationKind::Upgrade => Plan::Upgrade,
+    }
 }
 
 /// A new migration of `cluster`: every forward step pending, the machine at `Pending`.
@@ -47,6 +55,42 @@ pub fn new_migration(
         started_at: None,
         finished_at: None,
         version: 0,
+    }
+}
+
+/// A new one-minor upgrade of `cluster` (`params.from` → `params.target`): every step of the
+/// upgrade plan pending, the machine at `Pending`.
+pub fn new_upgrade(
+    id: String,
+    cluster: &str,
+    params: &UpgradeParams,
+    created_by: String,
+    rollout_id: Option<String>,
+    now: Timestamp,
+) -> OperationRecord {
+    OperationRecord {
+        id,
+        cluster: cluster.to_string(),
+        kind: OperationKind::Upgrade,
+        params: serde_json::to_value(params).unwrap_or_default(),
+        state: OperationState::Pending,
+        steps: UPGRADE.iter().map(|s| pending_step(*s)).collect(),
+        machine: Some(Machine::Pending),
+        rollout_id,
+        created_by,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: None,
+        version: 0,
+    }
+}
+
+/// The record's stored parameters, read by its kind (`None` if they cannot be read).
+pub fn params_of(r: &OperationRecord) -> Option<Params> {
+    match r.kind {
+        OperationKind::Migration => serde_json::from_value(r.params.clone()).ok().map(Params::Migration),
+        OperationKind::Upgrade => serde_json::from_value(r.params.clone()).ok().map(Params::Upgrade),
     }
 }
 
@@ -78,10 +122,11 @@ fn step_mut(r: &mut OperationRecord, step: Step) -> &mut StepRecord {
     &mut r.steps[i]
 }
 
-/// Marks every still-pending forward step after `from` (and `from` itself when `include`) skipped.
+/// Marks every still-pending forward step of the record's plan from `from` on (every one when
+/// `from` is `None`) skipped.
 fn skip_rest(r: &mut OperationRecord, from: Option<Step>, now: Timestamp) {
     let start = from.and_then(Step::index).unwrap_or(0);
-    for step in MIGRATION.iter().skip(start) {
+    for step in plan_of(r).steps().iter().skip(start) {
         let s = step_mut(r, *step);
         if s.state == StepState::Pending {
             s.state = StepState::Skipped;
@@ -190,6 +235,21 @@ pub fn sync(
             s.attempts = current;
             s.finished_at = None;
         }
+        Machine::Cancelling {
+            step,
+            attempt,
+            started_at,
+        } => {
+            // The step in flight runs to its end; nothing after it will.
+            r.state = OperationState::Running;
+            let s = step_mut(r, *step);
+            if s.state != StepState::Running || s.attempts != *attempt {
+                s.started_at = Some(*started_at);
+            }
+            s.state = StepState::Running;
+            s.attempts = *attempt;
+            s.finished_at = None;
+        }
         Machine::Succeeded => {
             r.state = OperationState::Succeeded;
             r.finished_at.get_or_insert(now);
@@ -207,6 +267,11 @@ pub fn sync(
         Machine::Cancelled => {
             r.state = OperationState::Cancelled;
             r.finished_at.get_or_insert(now);
+            // An agent step stopped by the cancel (or a retry that will not run).
+            for s in r.steps.iter_mut().filter(|s| s.state == StepState::Running) {
+                s.state = StepState::Cancelled;
+                s.finished_at = Some(now);
+            }
             skip_rest(r, None, now);
         }
         Machine::RolledBack { from_step } => {
@@ -266,7 +331,13 @@ mod tests {
         let mut r = new_migration("op-1".into(), "c", &params(), "me".into(), None, t(0));
         assert_eq!(step_of(&r, "Drain"), Some(Step::Drain));
         assert_eq!(step_of(&r, "Nope"), None);
-        drive(&mut r, Event::Start, t(1));
+        drive(
+            &mut r,
+            Event::Start {
+                plan: Plan::Migration,
+            },
+            t(1),
+        );
         assert_eq!(r.state, OperationState::Running);
         assert_eq!(r.started_at, Some(t(1)));
         assert_eq!(r.steps[0].state, StepState::Running);
@@ -313,7 +384,13 @@ mod tests {
     #[test]
     fn cancel_during_taint_rolls_back_and_skips_the_rest() {
         let mut r = new_migration("op-1".into(), "c", &params(), "me".into(), None, t(0));
-        drive(&mut r, Event::Start, t(1));
+        drive(
+            &mut r,
+            Event::Start {
+                plan: Plan::Migration,
+            },
+            t(1),
+        );
         let ok = |step| Event::StepSucceeded {
             step,
             attempt: 1,

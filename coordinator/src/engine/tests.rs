@@ -29,7 +29,11 @@ fn options() -> EngineOptions {
     };
     EngineOptions {
         tick: Duration::from_millis(20),
-        waits: EksWaits { nodegroup: w, asg: w },
+        waits: EksWaits {
+            nodegroup: w,
+            asg: w,
+            update: w,
+        },
     }
 }
 

@@ -305,7 +305,7 @@ pub fn fixed_rollout() -> pb::Rollout {
                 ..Default::default()
             },
         ],
-        start_paused: false,
+        ..Default::default()
     })
 }
 

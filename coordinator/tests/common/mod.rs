@@ -124,7 +124,11 @@ pub fn engine_options() -> EngineOptions {
     };
     EngineOptions {
         tick: Duration::from_millis(200),
-        waits: EksWaits { nodegroup: w, asg: w },
+        waits: EksWaits {
+            nodegroup: w,
+            asg: w,
+            update: w,
+        },
     }
 }
 
