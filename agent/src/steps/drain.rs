@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use super::error::secs;
 use super::{
-    format_duration, modify_node, parse_duration, Blocker, Progress, ProgressSink, RefusedPod, StepError,
-    StepKind,
+    format_duration, modify_node, parse_duration, Blocker, EvictionOutcome, NodeDrainOutcome, Observation,
+    Progress, ProgressSink, RefusedPod, StepError, StepKind,
 };
 use crate::cluster::{Cluster, ClusterError, Eviction, ObjectRef};
 use crate::{events, inventory, model};
@@ -626,7 +626,12 @@ pub async fn run<C: Cluster>(
             .collect();
         for n in done {
             if let Some(a) = active.remove(&n) {
-                tracing::info!(node = %n, secs = a.started.elapsed().as_secs_f64(), "drained");
+                let took = a.started.elapsed();
+                tracing::info!(node = %n, secs = took.as_secs_f64(), "drained");
+                progress.observe(Observation::NodeDrain {
+                    outcome: NodeDrainOutcome::Drained,
+                    took,
+                });
                 events::normal(
                     cluster,
                     ObjectRef::node(&a.node),
@@ -648,6 +653,13 @@ pub async fn run<C: Cluster>(
             let blockers = blockers_on(&pl, &n, &pacing, now);
             let Some(a) = active.remove(&n) else { continue };
             let waited = now.duration_since(a.started);
+            progress.observe(Observation::NodeDrain {
+                outcome: match p.on_blocked {
+                    OnBlocked::SkipNode => NodeDrainOutcome::Skipped,
+                    OnBlocked::Fail | OnBlocked::ForceAfter(_) => NodeDrainOutcome::Blocked,
+                },
+                took: waited,
+            });
             let list: Vec<String> = blockers.iter().take(10).map(ToString::to_string).collect();
             match p.on_blocked {
                 OnBlocked::SkipNode => {
@@ -727,10 +739,12 @@ pub async fn run<C: Cluster>(
         for (pod, r) in results {
             match r {
                 CallResult::Evicted => {
+                    progress.observe(Observation::Eviction(EvictionOutcome::Allowed));
                     out.evicted += 1;
                     pacing.pods.remove(&pod);
                 }
                 CallResult::Forced(f) => {
+                    progress.observe(Observation::Eviction(EvictionOutcome::ForcedDelete));
                     tracing::warn!(pod = %f.pod, node = %f.node, pdbs = ?f.pdbs, "deleted despite PodDisruptionBudget");
                     let msg = format!(
                         "Flotilla migration: pod {} deleted despite PodDisruptionBudget {} after being blocked for {} (on-blocked=force-after)",
@@ -770,8 +784,12 @@ pub async fn run<C: Cluster>(
                         named
                     };
                     track.reason = "blocked by PodDisruptionBudget".into();
+                    progress.observe(Observation::Eviction(EvictionOutcome::Refused429 {
+                        pdbs: track.pdbs.clone(),
+                    }));
                 }
                 CallResult::Failed(e) => {
+                    progress.observe(Observation::Eviction(EvictionOutcome::Error));
                     let track = pacing.pods.entry(pod.clone()).or_default();
                     track.errors += 1;
                     if !e.is_transient() || track.errors > 10 {

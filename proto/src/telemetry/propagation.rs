@@ -82,6 +82,15 @@ pub fn set_parent(span: &tracing::Span, parent: Context) -> bool {
     }
 }
 
+/// Makes `span` start a trace of its own in OpenTelemetry, while it stays inside its enclosing
+/// `tracing` span for logs — for work under a span that lasts the whole process (one trace per
+/// agent session rather than one per agent lifetime). Call it before `span` is entered.
+pub fn set_parent_root(span: &tracing::Span) {
+    if let Err(e) = span.set_parent(Context::new()) {
+        tracing::debug!(error = %e, "trace root not set");
+    }
+}
+
 /// A tonic client interceptor adding the current span's trace context to every request, so the
 /// server's span joins the caller's trace:
 /// `FleetClient::with_interceptor(channel, TraceContextInterceptor)`.
@@ -190,6 +199,20 @@ mod tests {
             for bad in ["", "00-xyz-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"] {
                 assert!(!extract_traceparent(bad).span().span_context().is_valid(), "{bad}");
             }
+        });
+    }
+
+    #[test]
+    fn a_root_span_leaves_its_enclosing_trace() {
+        traced(|| {
+            let outer = tracing::info_span!("uplink");
+            let _in = outer.enter();
+            let child = tracing::info_span!("child");
+            let session = tracing::info_span!("session");
+            set_parent_root(&session);
+            let trace_of = |s: &tracing::Span| ids(&extract(&inject(s))).0;
+            assert_eq!(trace_of(&child), trace_of(&outer));
+            assert_ne!(trace_of(&session), trace_of(&outer));
         });
     }
 
