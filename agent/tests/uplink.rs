@@ -165,6 +165,7 @@ impl Conn {
             step_id: step_id.into(),
             attempt,
             step: Some(step),
+            trace_context: Default::default(),
         }))
         .await;
     }

@@ -16,8 +16,8 @@ use crate::eks::{NodegroupTemplate, ScalingConfig, Taint, TaintEffect, UpdateCon
 use crate::engine::record::step_of;
 use crate::operation::{Event, OperationState as Machine, StepOutputs};
 use crate::params::{
-    MigrationParams, OnBlocked, ParamError, Params, Surge, UpgradeParams, DEFAULT_DRAIN_CONCURRENCY, DEFAULT_NODE_TIMEOUT,
-    DEFAULT_READY_TIMEOUT, DEFAULT_TAINT_KEY,
+    MigrationParams, OnBlocked, ParamError, Params, Surge, UpgradeParams, DEFAULT_DRAIN_CONCURRENCY,
+    DEFAULT_NODE_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_TAINT_KEY,
 };
 use crate::plan::{Runner, Step};
 use crate::sessions::SessionInfo;
@@ -238,6 +238,8 @@ pub fn run_step(operation_id: &str, step: Step, attempt: u32, params: &Params) -
         step_id: crate::engine::record::step_id(step),
         attempt,
         step: Some(kind),
+        // The step's trace continues in the agent under the span that sends it.
+        trace_context: flotilla_proto::telemetry::inject(&tracing::Span::current()),
     })
 }
 
@@ -352,7 +354,10 @@ pub fn agent_inventory(inv: &pb::Inventory) -> AgentInventory {
 
 /// The inventory an upgrade's `Inventory` step reported (its stored output), if it succeeded.
 pub fn inventory_of(r: &OperationRecord) -> Option<AgentInventory> {
-    let s = r.steps.iter().find(|s| s.id == crate::engine::record::step_id(Step::Inventory))?;
+    let s = r
+        .steps
+        .iter()
+        .find(|s| s.id == crate::engine::record::step_id(Step::Inventory))?;
     if s.state != StepState::Succeeded {
         return None;
     }
@@ -736,6 +741,7 @@ mod tests {
             step_id: "Drain".into(),
             attempt: 1,
             finished_at: None,
+            trace_context: Default::default(),
             outcome: Some(pb::step_result::Outcome::Ok(pb::StepOutput {
                 output: Some(pb::step_output::Output::Drain(pb::DrainOutput {
                     skipped,

@@ -149,6 +149,7 @@ async fn security_refusals_each_get_their_status() {
         .await
         .expect("own cluster accepted");
     s.send(pb::agent_message::Message::Result(pb::StepResult {
+        trace_context: Default::default(),
         operation_id: op.id.clone(),
         step_id: "Taint".into(),
         attempt: 1,

@@ -10,8 +10,13 @@
 //! - Inventory (`inventory.proto`): versions, node groups, nodes, Deployments, blocking PDBs.
 //! - `Fleet` (`fleet.proto`): clusters, per-cluster operations and staged rollouts.
 //!
+//! - [`telemetry`]: what both binaries share for observability — logs (text or JSON), OTLP trace
+//!   export, W3C trace context across gRPC calls and the agent stream, the `/metrics` endpoint.
+//!
 //! Protobuf stays at the edge: only the agent's uplink and the coordinator's `api`/`agents`
 //! modules use these types; they convert to and from domain types there.
+
+pub mod telemetry;
 
 /// Generated code for package `flotilla.fleet.v1`.
 pub mod fleet {

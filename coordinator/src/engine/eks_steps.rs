@@ -180,11 +180,13 @@ async fn run_upgrade_step<E: Eks + ?Sized>(
         Step::UpgradeNodegroups => Ok(upgrade::upgrade_nodegroups(eks, target, mode, &opts, progress)
             .await?
             .outputs()),
-        Step::UpgradeAddons => Ok(
-            upgrade::upgrade_addons(eks, target, input.inventory, mode, &opts, progress)
-                .await?
-                .outputs(),
-        ),
+        Step::UpgradeAddons => {
+            Ok(
+                upgrade::upgrade_addons(eks, target, input.inventory, mode, &opts, progress)
+                    .await?
+                    .outputs(),
+            )
+        }
         _ => Err(fail(
             "NOT_A_COORDINATOR_STEP",
             false,

@@ -91,6 +91,7 @@ fn failed(run: &pb::RunStep) -> pb::StepResult {
         step_id: run.step_id.clone(),
         attempt: run.attempt,
         finished_at: None,
+        trace_context: Default::default(),
         outcome: Some(pb::step_result::Outcome::Error(pb::StepError {
             code: pb::step_error::Code::NodeGroupNotFound as i32,
             message: "node group `ng-new` not found".into(),

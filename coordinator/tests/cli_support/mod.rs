@@ -230,6 +230,7 @@ fn operation_events(cluster: &str) -> Vec<pb::OperationEvent> {
         ev(
             1,
             Event::Progress(pb::StepProgress {
+                trace_context: Default::default(),
                 operation_id: id.clone(),
                 step_id: "3".into(),
                 attempt: 1,

@@ -362,6 +362,7 @@ pub async fn execute(
                 message: p.message,
                 blockers: p.blockers.iter().map(blocker).collect(),
                 at: None,
+                trace_context: Default::default(),
             }));
             let _ = progress.try_send(m);
         }
@@ -374,6 +375,7 @@ pub async fn execute(
         step_id: run.step_id.clone(),
         attempt: run.attempt,
         finished_at: None,
+        trace_context: Default::default(),
         outcome: Some(match outcome {
             Ok(o) => pb::step_result::Outcome::Ok(to_output(o)),
             Err(e) => pb::step_result::Outcome::Error(pb::StepError {

@@ -141,7 +141,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(3));
         }
         None => {
-            let _ = writeln!(io.err, "\ninterrupted; stopping the agents, the coordinator and the fleet");
+            let _ = writeln!(
+                io.err,
+                "\ninterrupted; stopping the agents, the coordinator and the fleet"
+            );
             demo.shutdown().await;
             return Ok(ExitCode::from(130));
         }

@@ -200,11 +200,7 @@ impl Demo {
         opts.validate()?;
         let started = Instant::now();
         let stack = Stack::start(&opts, &mut *io.out).await?;
-        Ok(Demo {
-            stack,
-            opts,
-            started,
-        })
+        Ok(Demo { stack, opts, started })
     }
 
     /// The running pieces (for tests that look closer).
@@ -235,10 +231,8 @@ impl Demo {
 
         let mut rollouts: Vec<(&'static str, pb::Rollout)> = Vec::new();
         let mut figures: Vec<Vec<PhaseFigures>> = vec![Vec::new(); n];
-        let phases: [(&'static str, &RolloutPlan, &str); 2] = [
-            (MIGRATION, &migrate, "1/2"),
-            (UPGRADE, &upgrade, "2/2"),
-        ];
+        let phases: [(&'static str, &RolloutPlan, &str); 2] =
+            [(MIGRATION, &migrate, "1/2"), (UPGRADE, &upgrade, "2/2")];
         for (kind, plan, nth) in phases {
             if let Some((_, previous)) = rollouts.last() {
                 if previous.state != pb::RolloutState::Succeeded as i32 {

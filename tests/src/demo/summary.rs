@@ -392,7 +392,10 @@ impl Summary {
             if c.status != "Succeeded" {
                 out.push(format!("{}: {} — {}", c.name, c.status, c.reason));
             } else if c.version != target_version {
-                out.push(format!("{}: at {} after the upgrade to {target_version}", c.name, c.version));
+                out.push(format!(
+                    "{}: at {} after the upgrade to {target_version}",
+                    c.name, c.version
+                ));
             }
             let self_managed: Vec<&str> = c
                 .node_groups
@@ -465,7 +468,11 @@ impl Summary {
                 .availability
                 .iter()
                 .filter(|f| f.min_available_ratio.is_some_and(|r| r < 1.0))
-                .min_by(|a, b| a.min_available_ratio.partial_cmp(&b.min_available_ratio).unwrap_or(std::cmp::Ordering::Equal));
+                .min_by(|a, b| {
+                    a.min_available_ratio
+                        .partial_cmp(&b.min_available_ratio)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
             if let Some(l) = worst.and_then(|f| f.lowest.as_ref()) {
                 lowest.push_str(&format!(
                     " ({} {}/{})",
@@ -539,7 +546,9 @@ impl Summary {
             let total = v.len();
             v.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
             let median = v.get(v.len() / 2).map_or(0.0, |x| x.0);
-            let slowest = v.last().map_or_else(|| "-".to_string(), |(s, c, _)| format!("{} ({c})", secs(*s)));
+            let slowest = v
+                .last()
+                .map_or_else(|| "-".to_string(), |(s, c, _)| format!("{} ({c})", secs(*s)));
             let (operation, hop, name) = key;
             t.row(vec![
                 operation,
@@ -584,7 +593,12 @@ impl Summary {
             let who = f
                 .lowest
                 .as_ref()
-                .map(|l| format!(" ({} on {}: {} of {})", l.deployment, c.name, l.min_available, l.available_at_start))
+                .map(|l| {
+                    format!(
+                        " ({} on {}: {} of {})",
+                        l.deployment, c.name, l.min_available, l.available_at_start
+                    )
+                })
                 .unwrap_or_default();
             out.push_str(&format!(
                 "Lowest availability during the upgrade: {}{who} — EKS replaces nodes and evicts within the \
@@ -692,7 +706,12 @@ mod tests {
         }
     }
 
-    fn cluster(parts: &[ClusterInRollout], groups: &[(&str, &str)], version: &str, figures: Vec<PhaseFigures>) -> ClusterSummary {
+    fn cluster(
+        parts: &[ClusterInRollout],
+        groups: &[(&str, &str)],
+        version: &str,
+        figures: Vec<PhaseFigures>,
+    ) -> ClusterSummary {
         ClusterSummary::build(
             "sim-1",
             "dev",
@@ -727,8 +746,14 @@ mod tests {
                     kind: pb::OperationStepKind::Drain as i32,
                     state: pb::StepState::Succeeded as i32,
                     attempt: 1,
-                    started_at: Some(prost_types::Timestamp { seconds: 100, nanos: 0 }),
-                    finished_at: Some(prost_types::Timestamp { seconds: 102, nanos: 500_000_000 }),
+                    started_at: Some(prost_types::Timestamp {
+                        seconds: 100,
+                        nanos: 0,
+                    }),
+                    finished_at: Some(prost_types::Timestamp {
+                        seconds: 102,
+                        nanos: 500_000_000,
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -754,7 +779,10 @@ mod tests {
     #[test]
     fn a_clean_run_is_ok_and_its_json_has_the_promised_fields() {
         let c = cluster(
-            &[part(MIGRATION, pb::RolloutState::Succeeded), part(UPGRADE, pb::RolloutState::Succeeded)],
+            &[
+                part(MIGRATION, pb::RolloutState::Succeeded),
+                part(UPGRADE, pb::RolloutState::Succeeded),
+            ],
             &[("ng-managed", "managed")],
             "1.35",
             vec![figures(MIGRATION, 1.0, 0), figures(UPGRADE, 0.75, 0)],
@@ -768,18 +796,33 @@ mod tests {
             state: pb::RolloutState::Succeeded as i32,
             ..Default::default()
         };
-        let s = Summary::new(vec![c], vec![RolloutSummary::new(MIGRATION, &rollout, Timestamp::now())], 90.0, "1.35");
+        let s = Summary::new(
+            vec![c],
+            vec![RolloutSummary::new(MIGRATION, &rollout, Timestamp::now())],
+            90.0,
+            "1.35",
+        );
         assert!(s.ok, "{:?}", s.problems);
         let v = serde_json::to_value(&s).unwrap();
         let c = &v["clusters"][0];
-        for field in ["name", "status", "version", "pdbViolations", "minAvailableRatio", "steps"] {
+        for field in [
+            "name",
+            "status",
+            "version",
+            "pdbViolations",
+            "minAvailableRatio",
+            "steps",
+        ] {
             assert!(!c[field].is_null(), "{field} missing: {c}");
         }
         for field in ["name", "status", "seconds"] {
             assert!(!c["steps"][0][field].is_null(), "steps[].{field} missing: {c}");
         }
         for field in ["id", "kind", "status"] {
-            assert!(!v["rollouts"][0][field].is_null(), "rollouts[].{field} missing: {v}");
+            assert!(
+                !v["rollouts"][0][field].is_null(),
+                "rollouts[].{field} missing: {v}"
+            );
         }
         let table = s.table();
         assert!(table.contains("OK: 1 cluster(s)"), "{table}");
@@ -800,13 +843,22 @@ mod tests {
             vec![figures(MIGRATION, 0.75, 1)],
         );
         assert_eq!(c.status, "Failed");
-        assert_eq!(c.reason, "upgrade failed at Preflight: pdb shop/cache [PDB_ZERO_DISRUPTIONS]");
+        assert_eq!(
+            c.reason,
+            "upgrade failed at Preflight: pdb shop/cache [PDB_ZERO_DISRUPTIONS]"
+        );
         let s = Summary::new(vec![c], Vec::new(), 1.0, "1.35");
         assert!(!s.ok);
         let text = s.problems.join("\n");
-        assert!(text.contains("sim-1: Failed — upgrade failed at Preflight"), "{text}");
+        assert!(
+            text.contains("sim-1: Failed — upgrade failed at Preflight"),
+            "{text}"
+        );
         assert!(text.contains("1 PodDisruptionBudget violation"), "{text}");
-        assert!(text.contains("shop/web went down to 3 of 4 available replicas during the migration"), "{text}");
+        assert!(
+            text.contains("shop/web went down to 3 of 4 available replicas during the migration"),
+            "{text}"
+        );
 
         let left = cluster(
             &[part(MIGRATION, pb::RolloutState::Succeeded)],
@@ -815,9 +867,23 @@ mod tests {
             Vec::new(),
         );
         let s = Summary::new(vec![left], Vec::new(), 1.0, "1.35");
-        assert!(s.problems.iter().any(|p| p.contains("self-managed node group(s) left: ng-old")), "{:?}", s.problems);
+        assert!(
+            s.problems
+                .iter()
+                .any(|p| p.contains("self-managed node group(s) left: ng-old")),
+            "{:?}",
+            s.problems
+        );
 
-        let not_run = cluster(&[ClusterInRollout { kind: UPGRADE.into(), ..Default::default() }], &[], "1.33", Vec::new());
+        let not_run = cluster(
+            &[ClusterInRollout {
+                kind: UPGRADE.into(),
+                ..Default::default()
+            }],
+            &[],
+            "1.33",
+            Vec::new(),
+        );
         assert_eq!(not_run.status, "NotRun");
     }
 }
