@@ -16,8 +16,8 @@ use crate::eks::{NodegroupTemplate, ScalingConfig, Taint, TaintEffect, UpdateCon
 use crate::engine::record::step_of;
 use crate::operation::{Event, OperationState as Machine, StepOutputs};
 use crate::params::{
-    MigrationParams, OnBlocked, ParamError, Params, Surge, UpgradeParams, DEFAULT_DRAIN_CONCURRENCY, DEFAULT_NODE_TIMEOUT,
-    DEFAULT_READY_TIMEOUT, DEFAULT_TAINT_KEY,
+    MigrationParams, OnBlocked, ParamError, Params, Surge, UpgradeParams, DEFAULT_DRAIN_CONCURRENCY,
+    DEFAULT_NODE_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_TAINT_KEY,
 };
 use crate::plan::{Runner, Step};
 use crate::sessions::SessionInfo;
@@ -352,7 +352,10 @@ pub fn agent_inventory(inv: &pb::Inventory) -> AgentInventory {
 
 /// The inventory an upgrade's `Inventory` step reported (its stored output), if it succeeded.
 pub fn inventory_of(r: &OperationRecord) -> Option<AgentInventory> {
-    let s = r.steps.iter().find(|s| s.id == crate::engine::record::step_id(Step::Inventory))?;
+    let s = r
+        .steps
+        .iter()
+        .find(|s| s.id == crate::engine::record::step_id(Step::Inventory))?;
     if s.state != StepState::Succeeded {
         return None;
     }
@@ -711,7 +714,7 @@ mod tests {
 
     #[test]
     fn run_steps_carry_the_template_and_the_policies() {
-        let p = Params::Migration(migration_params(&wire_params()).unwrap());
+        let p = Params::Migration(Box::new(migration_params(&wire_params()).unwrap()));
         let r = run_step("op-1", Step::WaitNodesReady, 2, &p).unwrap();
         assert_eq!((r.step_id.as_str(), r.attempt), ("WaitNodesReady", 2));
         let Some(pb::run_step::Step::WaitNodesReady(w)) = r.step else {

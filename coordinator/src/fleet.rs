@@ -24,14 +24,14 @@ use crate::convert;
 use crate::eks::Eks;
 use crate::engine::rollouts::{RolloutError, Rollouts};
 use crate::engine::{new_operation_id, record, Engine, EngineError, Update};
+use crate::params::{MigrationParams, UpgradeParams};
 use crate::rollout::convert as rollout_convert;
 use crate::rollout::{Event as RolloutEvent, RolloutSpec};
-use crate::store::RolloutRecord;
-use crate::params::{MigrationParams, UpgradeParams};
-use crate::upgrade::MinorVersion;
 use crate::selector::Selector;
 use crate::sessions::Sessions;
+use crate::store::RolloutRecord;
 use crate::store::{EventRecord, OperationRecord, Store, StoreError};
+use crate::upgrade::MinorVersion;
 
 /// Default and largest `page_size` of ListOperations.
 const DEFAULT_PAGE: usize = 100;
@@ -77,7 +77,9 @@ impl<E: Eks + 'static> FleetService<E> {
 
     async fn rollout_command(&self, id: &str, event: RolloutEvent) -> Result<Response<pb::Rollout>, Status> {
         if id.trim().is_empty() {
-            return Err(Status::invalid_argument("rollout_id: empty; pass a rollout id (ro-…)"));
+            return Err(Status::invalid_argument(
+                "rollout_id: empty; pass a rollout id (ro-…)",
+            ));
         }
         let r = self.rollouts.command(id, event).await.map_err(rollout_status)?;
         Ok(Response::new(self.rollout_proto(&r)))
@@ -268,7 +270,9 @@ pub fn plan_migration(
     }
     p.validate().map_err(bad)?;
     let now = Timestamp::now();
-    Ok(record::new_migration(id, cluster, &p, created_by, rollout_id, now))
+    Ok(record::new_migration(
+        id, cluster, &p, created_by, rollout_id, now,
+    ))
 }
 
 /// A store read off the async threads, as a gRPC status on failure.
@@ -497,7 +501,9 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         auth::operator(&request, "Fleet/GetRollout", Access::Read)?;
         let id = &request.get_ref().rollout_id;
         if id.trim().is_empty() {
-            return Err(Status::invalid_argument("rollout_id: empty; pass a rollout id (ro-…)"));
+            return Err(Status::invalid_argument(
+                "rollout_id: empty; pass a rollout id (ro-…)",
+            ));
         }
         let r = self.rollouts.get(id).await.map_err(rollout_status)?;
         Ok(Response::new(self.rollout_proto(&r)))
@@ -557,7 +563,9 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         auth::operator(&request, "Fleet/WatchRollout", Access::Read)?;
         let id = request.into_inner().rollout_id;
         if id.trim().is_empty() {
-            return Err(Status::invalid_argument("rollout_id: empty; pass a rollout id (ro-…)"));
+            return Err(Status::invalid_argument(
+                "rollout_id: empty; pass a rollout id (ro-…)",
+            ));
         }
         // Subscribe before reading, so nothing committed in between is missed.
         let updates = self.rollouts.subscribe();
@@ -667,7 +675,11 @@ impl<E: Eks + 'static> RolloutWatcher<E> {
     async fn snapshot(&mut self, r: &RolloutRecord) -> bool {
         let mut p = rollout_convert::rollout_to_proto(&r.rollout);
         for c in p.stages.iter_mut().flat_map(|s| s.clusters.iter_mut()) {
-            if let Some(op) = c.operation_id.as_ref().filter(|_| c.state == pb::RolloutState::Running as i32) {
+            if let Some(op) = c
+                .operation_id
+                .as_ref()
+                .filter(|_| c.state == pb::RolloutState::Running as i32)
+            {
                 c.progress = self.engine.live_progress(op);
             }
         }

@@ -582,7 +582,15 @@ mod tests {
         assert!(sel("canary").matches(&prod) && !sel("canary").matches(&dev));
         assert!(sel("!canary").matches(&dev) && !sel("!canary").matches(&prod));
         assert!(sel("env in (dev,prod),!legacy").matches(&dev));
-        for bad in ["env in prod", "env=prod,", "env in (a", "bad key=1", "env=a b", "env in ()", "env ~ x"] {
+        for bad in [
+            "env in prod",
+            "env=prod,",
+            "env in (a",
+            "bad key=1",
+            "env=a b",
+            "env in ()",
+            "env ~ x",
+        ] {
             let e = Selector::parse(bad).unwrap_err();
             assert!(!e.message.is_empty(), "{bad}: {e}");
         }

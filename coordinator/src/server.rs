@@ -175,7 +175,12 @@ impl Coordinator {
         let clusters = Arc::new(opts.clusters.clone());
         let rollouts = Rollouts::new(engine.clone(), clusters.clone());
         let resumed_rollouts = rollouts.resume_all().await?;
-        let fleet = FleetService::new(engine.clone(), rollouts.clone(), sessions.clone(), clusters.clone());
+        let fleet = FleetService::new(
+            engine.clone(),
+            rollouts.clone(),
+            sessions.clone(),
+            clusters.clone(),
+        );
         let gateway = Gateway::new(
             engine.clone(),
             sessions.clone(),

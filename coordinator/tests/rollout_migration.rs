@@ -61,7 +61,10 @@ async fn three_stages_with_pause_and_approval_migrate_six_clusters_without_pdb_v
         .iter()
         .map(|s| s.clusters.iter().map(|c| c.cluster_id.as_str()).collect())
         .collect();
-    assert_eq!(names, [["sim-1", "sim-4"], ["sim-2", "sim-5"], ["sim-3", "sim-6"]]);
+    assert_eq!(
+        names,
+        [["sim-1", "sim-4"], ["sim-2", "sim-5"], ["sim-3", "sim-6"]]
+    );
 
     // Watch it from the start, in the background.
     let mut watch = fleet
@@ -115,7 +118,12 @@ async fn three_stages_with_pause_and_approval_migrate_six_clusters_without_pdb_v
         ro::is(r, S::WaitingForApproval)
     })
     .await;
-    assert_eq!(r.stages[2].state, S::WaitingForApproval as i32, "{}", ro::describe(&r));
+    assert_eq!(
+        r.stages[2].state,
+        S::WaitingForApproval as i32,
+        "{}",
+        ro::describe(&r)
+    );
     assert!(r.stages[2].clusters.iter().all(|c| c.operation_id.is_none()));
     let e = fleet
         .approve_stage(pb::ApproveStageRequest {
@@ -126,7 +134,11 @@ async fn three_stages_with_pause_and_approval_migrate_six_clusters_without_pdb_v
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("does not require approval"), "{}", e.message());
+    assert!(
+        e.message().contains("does not require approval"),
+        "{}",
+        e.message()
+    );
     let approved = fleet
         .approve_stage(pb::ApproveStageRequest {
             rollout_id: id.clone(),
@@ -136,7 +148,11 @@ async fn three_stages_with_pause_and_approval_migrate_six_clusters_without_pdb_v
         .await
         .unwrap()
         .into_inner();
-    assert!(approved.stages[2].approved_by.contains("alice"), "{:?}", approved.stages[2]);
+    assert!(
+        approved.stages[2].approved_by.contains("alice"),
+        "{:?}",
+        approved.stages[2]
+    );
 
     let done = ro::wait_for(&mut fleet, &id, Duration::from_secs(300), "the end", |r| {
         !ro::is(r, S::Running) && !ro::is(r, S::WaitingForApproval) && !ro::is(r, S::Soaking)
@@ -221,10 +237,18 @@ async fn a_cancelled_rollout_rolls_back_its_running_cluster_and_starts_no_other(
         .await
         .unwrap()
         .into_inner();
-    assert!(cancelling.reason.contains("wrong template"), "{}", cancelling.reason);
-    let done = ro::wait_for(&mut fleet, &id, Duration::from_secs(180), "the cancel to end", |r| {
-        ro::is(r, S::Cancelled)
-    })
+    assert!(
+        cancelling.reason.contains("wrong template"),
+        "{}",
+        cancelling.reason
+    );
+    let done = ro::wait_for(
+        &mut fleet,
+        &id,
+        Duration::from_secs(180),
+        "the cancel to end",
+        |r| ro::is(r, S::Cancelled),
+    )
     .await;
     let cs = ro::clusters(&done);
     let sim2 = cs.iter().find(|c| c.cluster_id == "sim-2").unwrap();
@@ -240,7 +264,11 @@ async fn a_cancelled_rollout_rolls_back_its_running_cluster_and_starts_no_other(
         .into_inner();
     // Before its drain ended the migration rolls back; after it, it runs to its end.
     assert!(
-        [pb::OperationState::RolledBack as i32, pb::OperationState::Succeeded as i32].contains(&op.state),
+        [
+            pb::OperationState::RolledBack as i32,
+            pb::OperationState::Succeeded as i32
+        ]
+        .contains(&op.state),
         "{op:?}"
     );
     assert_eq!(env.pdb_violations("sim-1"), 0);

@@ -81,12 +81,17 @@ async fn an_upgrade_rollout_takes_two_hops_and_survives_a_coordinator_restart() 
     .await;
     let id = created.id;
     // Restart while the first cluster is in its second hop's... or any step: mid-rollout.
-    ro::wait_for(&mut fleet, &id, Duration::from_secs(240), "sim-1 to be upgrading", |r| {
-        ro::clusters(r).iter().any(|c| {
-            c.cluster_id == "sim-1"
-                && c.current_step == pb::OperationStepKind::UpgradeNodegroups as i32
-        })
-    })
+    ro::wait_for(
+        &mut fleet,
+        &id,
+        Duration::from_secs(240),
+        "sim-1 to be upgrading",
+        |r| {
+            ro::clusters(r).iter().any(|c| {
+                c.cluster_id == "sim-1" && c.current_step == pb::OperationStepKind::UpgradeNodegroups as i32
+            })
+        },
+    )
     .await;
     env.restart_coordinator().await;
     let mut fleet = env.fleet();
@@ -190,7 +195,10 @@ async fn a_failed_control_plane_update_halts_the_rollout_with_its_step_and_reaso
         pb::OperationStepKind::UpgradeControlPlane as i32,
         "{failed:?}"
     );
-    assert!(failed.reason.contains("CONTROL_PLANE_UPDATE_FAILED"), "{failed:?}");
+    assert!(
+        failed.reason.contains("CONTROL_PLANE_UPDATE_FAILED"),
+        "{failed:?}"
+    );
     assert!(!done.reason.is_empty(), "{}", ro::describe(&done));
     let sim1 = cs.iter().find(|c| c.cluster_id == "sim-1").unwrap();
     assert!(

@@ -180,11 +180,13 @@ async fn run_upgrade_step<E: Eks + ?Sized>(
         Step::UpgradeNodegroups => Ok(upgrade::upgrade_nodegroups(eks, target, mode, &opts, progress)
             .await?
             .outputs()),
-        Step::UpgradeAddons => Ok(
-            upgrade::upgrade_addons(eks, target, input.inventory, mode, &opts, progress)
-                .await?
-                .outputs(),
-        ),
+        Step::UpgradeAddons => {
+            Ok(
+                upgrade::upgrade_addons(eks, target, input.inventory, mode, &opts, progress)
+                    .await?
+                    .outputs(),
+            )
+        }
         _ => Err(fail(
             "NOT_A_COORDINATOR_STEP",
             false,
@@ -426,7 +428,7 @@ mod tests {
     use crate::eks::fake::FakeEks;
 
     fn params() -> Params {
-        Params::Migration(crate::params::tests::params())
+        Params::Migration(Box::new(crate::params::tests::params()))
     }
 
     fn input(p: &Params) -> StepInput<'_> {

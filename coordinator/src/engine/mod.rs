@@ -27,9 +27,9 @@ use crate::eks::Eks;
 use crate::operation::{self, Action, Event, OperationState as Machine, RunMode};
 use crate::params::{MigrationParams, Params};
 use crate::plan::{Runner, Step};
-use crate::upgrade::ProgressUpdate;
 use crate::sessions::Sessions;
 use crate::store::{EventRecord, NewEvent, OperationKind, OperationRecord, Store, StoreError};
+use crate::upgrade::ProgressUpdate;
 
 pub use eks_steps::EksWaits;
 

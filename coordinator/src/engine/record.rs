@@ -89,7 +89,9 @@ pub fn new_upgrade(
 /// The record's stored parameters, read by its kind (`None` if they cannot be read).
 pub fn params_of(r: &OperationRecord) -> Option<Params> {
     match r.kind {
-        OperationKind::Migration => serde_json::from_value(r.params.clone()).ok().map(Params::Migration),
+        OperationKind::Migration => serde_json::from_value(r.params.clone())
+            .ok()
+            .map(Params::Migration),
         OperationKind::Upgrade => serde_json::from_value(r.params.clone()).ok().map(Params::Upgrade),
     }
 }

@@ -193,7 +193,11 @@ impl<E: Eks + 'static> Rollouts<E> {
                 let info = self.sessions().info(&c.name);
                 ClusterFacts {
                     name: c.name.clone(),
-                    labels: c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+                    labels: c
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<BTreeMap<_, _>>(),
                     connected: info.connected,
                     last_seen: info.last_seen,
                     inventory: info.inventory.as_deref().map(cluster_inventory),
@@ -346,7 +350,12 @@ impl<E: Eks + 'static> Rollouts<E> {
                     }
                 }
                 Ok(Update::AgentConnected { cluster }) => {
-                    let inventory = self.sessions().info(&cluster).inventory.as_deref().map(cluster_inventory);
+                    let inventory = self
+                        .sessions()
+                        .info(&cluster)
+                        .inventory
+                        .as_deref()
+                        .map(cluster_inventory);
                     self.to_all(|| {
                         Input::Event(Event::AgentConnected {
                             cluster: cluster.clone(),
@@ -363,7 +372,10 @@ impl<E: Eks + 'static> Rollouts<E> {
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "rollout runner fell behind the engine; re-reading running operations");
+                    tracing::warn!(
+                        missed = n,
+                        "rollout runner fell behind the engine; re-reading running operations"
+                    );
                     self.to_all(|| Input::Resync);
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -473,14 +485,16 @@ impl<E: Eks + 'static> Actor<E> {
                     // are re-read at the next resync.
                     tracing::error!(error = %e, "could not persist the rollout's transition; not acting on it");
                     let id = before.id.clone();
-                    if let Ok(Some(stored)) = blocking(self.rollouts.store(), move |s| s.get_rollout(&id)).await {
+                    if let Ok(Some(stored)) =
+                        blocking(self.rollouts.store(), move |s| s.get_rollout(&id)).await
+                    {
                         self.record = stored;
                     }
                     let msg = e.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(RolloutError::Store(StoreError::backend(std::io::Error::other(
-                            msg.clone(),
-                        )))));
+                        let _ = reply.send(Err(RolloutError::Store(StoreError::backend(
+                            std::io::Error::other(msg.clone()),
+                        ))));
                     }
                     return;
                 }
@@ -543,7 +557,11 @@ async fn resync(store: &Arc<dyn Store>, rollout: &Rollout) -> Vec<Event> {
     })
     .await;
     match ops {
-        Ok(ops) => ops.iter().flatten().flat_map(|op| operation_events(rollout, op)).collect(),
+        Ok(ops) => ops
+            .iter()
+            .flatten()
+            .flat_map(|op| operation_events(rollout, op))
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, "cannot re-read the rollout's operations");
             Vec::new()
@@ -555,7 +573,10 @@ async fn resync(store: &Arc<dyn Store>, rollout: &Rollout) -> Vec<Event> {
 async fn sleep_until(deadline: Option<Timestamp>) {
     match deadline {
         Some(t) => {
-            let ms = t.as_millisecond().saturating_sub(Timestamp::now().as_millisecond()).max(0);
+            let ms = t
+                .as_millisecond()
+                .saturating_sub(Timestamp::now().as_millisecond())
+                .max(0);
             // A little past the deadline, so the machine sees it reached.
             tokio::time::sleep(Duration::from_millis(ms as u64 + 5)).await;
         }
@@ -700,7 +721,12 @@ impl<E: Eks + 'static> Worker<E> {
     }
 
     /// The operation record for `work`, with the machine's id.
-    fn plan(&self, cluster: &str, operation_id: &str, work: &OperationWork) -> Result<OperationRecord, String> {
+    fn plan(
+        &self,
+        cluster: &str,
+        operation_id: &str,
+        work: &OperationWork,
+    ) -> Result<OperationRecord, String> {
         let now = Timestamp::now();
         match work {
             OperationWork::Migration(spec) => fleet::plan_migration(

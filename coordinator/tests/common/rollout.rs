@@ -15,7 +15,7 @@ use flotilla_sim::scenario::Scenario;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::{clusters_file, engine_options, eks_options, operator, Pki};
+use super::{clusters_file, eks_options, engine_options, operator, Pki};
 
 /// A fleet under test: simulator, CA, coordinator and agents.
 pub struct RolloutEnv {
@@ -238,7 +238,10 @@ pub async fn wait_for(
                 return r;
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("rollout {id}: gave up waiting for {what}; it is:\n{}", describe(&r));
+                panic!(
+                    "rollout {id}: gave up waiting for {what}; it is:\n{}",
+                    describe(&r)
+                );
             }
         } else if tokio::time::Instant::now() >= deadline {
             panic!("rollout {id}: gave up waiting for {what}; GetRollout fails");
