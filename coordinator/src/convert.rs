@@ -716,7 +716,7 @@ mod tests {
 
     #[test]
     fn run_steps_carry_the_template_and_the_policies() {
-        let p = Params::Migration(migration_params(&wire_params()).unwrap());
+        let p = Params::Migration(Box::new(migration_params(&wire_params()).unwrap()));
         let r = run_step("op-1", Step::WaitNodesReady, 2, &p).unwrap();
         assert_eq!((r.step_id.as_str(), r.attempt), ("WaitNodesReady", 2));
         let Some(pb::run_step::Step::WaitNodesReady(w)) = r.step else {

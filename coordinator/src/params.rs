@@ -79,7 +79,7 @@ pub struct UpgradeParams {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Params {
     /// A migration.
-    Migration(MigrationParams),
+    Migration(Box<MigrationParams>),
     /// A one-minor upgrade.
     Upgrade(UpgradeParams),
 }

@@ -428,7 +428,7 @@ mod tests {
     use crate::eks::fake::FakeEks;
 
     fn params() -> Params {
-        Params::Migration(crate::params::tests::params())
+        Params::Migration(Box::new(crate::params::tests::params()))
     }
 
     fn input(p: &Params) -> StepInput<'_> {
