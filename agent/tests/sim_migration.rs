@@ -273,10 +273,41 @@ async fn local_migration_moves_everything_with_zero_downtime() {
         assert_eq!(model::label(&n.metadata, model::EXCLUDE_LB_LABEL), Some("true"));
     }
     // Events on the nodes and Deployments touched.
-    assert_eq!(sim.events("FlotillaDrained").await.len(), 4);
-    assert_eq!(sim.events("FlotillaTainted").await.len(), 4);
-    assert_eq!(sim.events("FlotillaSurgeScaled").await.len(), 6);
-    assert_eq!(sim.events("FlotillaScaleRestored").await.len(), 6);
+    // Events on the nodes and Deployments each step touched, about exactly those objects.
+    let old: std::collections::BTreeSet<String> = sim
+        .nodes("ng-old")
+        .await
+        .iter()
+        .map(|n| model::name(&n.metadata).to_string())
+        .collect();
+    let surged: std::collections::BTreeSet<String> = ORIGINAL.iter().map(|(n, _)| n.to_string()).collect();
+    for (reason, kind, want) in [
+        ("FlotillaTainted", "Node", &old),
+        ("FlotillaDraining", "Node", &old),
+        ("FlotillaDrained", "Node", &old),
+        ("FlotillaSurgeScaled", "Deployment", &surged),
+        ("FlotillaScaleRestored", "Deployment", &surged),
+    ] {
+        let events = sim.events(reason).await;
+        let about: std::collections::BTreeSet<String> = events
+            .iter()
+            .map(|e| {
+                let o = &e.involved_object;
+                assert_eq!(o.kind.as_deref(), Some(kind), "{reason}");
+                assert!(o.uid.is_some(), "{reason} names the object's uid");
+                match o.namespace.as_deref() {
+                    Some(ns) if kind == "Deployment" => {
+                        format!("{ns}/{}", o.name.as_deref().unwrap_or_default())
+                    }
+                    _ => o.name.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        assert_eq!(events.len(), want.len(), "{reason}: one per object");
+        assert_eq!(&about, want, "{reason}");
+        assert!(events.iter().all(|e| e.type_.as_deref() == Some("Normal")
+            && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("flotilla-agent")));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,6 +737,134 @@ async fn a_surge_the_new_nodes_do_not_admit_is_refused_naming_each_deployment_an
         model::deployment_replicas(&sim.deployments().await["shop/web"]),
         4
     );
+}
+
+/// The `flotilla-agent local migrate` binary against the simulator, as a child process.
+fn migrate_binary(sim: &Sim) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla-agent"));
+    c.args([
+        "local",
+        "migrate",
+        "--from",
+        "ng-old",
+        "--to",
+        "ng-new",
+        "--force",
+        "--node-timeout",
+        "1m",
+        "-o",
+        "json",
+        "--kubeconfig",
+    ])
+    .arg(sim.kubeconfig())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .kill_on_drop(true);
+    c
+}
+
+/// Runs the binary until `when` holds of the simulator's store, then SIGKILLs it.
+async fn kill_when(sim: &Sim, when: impl Fn(&flotilla_sim::store::Store) -> bool) {
+    let mut child = migrate_binary(sim).spawn().expect("agent starts");
+    let cluster = Arc::clone(sim.fleet.cluster("sim-1").expect("sim-1"));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !when(&cluster.lock()) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the moment to kill comes");
+    child.kill().await.expect("SIGKILL");
+}
+
+/// `namespace/name` → (replicas, recorded original) of every Deployment, from the store.
+fn scale_marks(store: &flotilla_sim::store::Store) -> BTreeMap<String, (i32, Option<String>)> {
+    store
+        .list(flotilla_sim::resources::Kind::Deployment, None)
+        .filter_map(|e| match e.obj.as_ref() {
+            flotilla_sim::object::Object::Deployment(d) => Some((
+                model::key(&d.metadata),
+                (
+                    model::deployment_replicas(d),
+                    model::annotation(&d.metadata, model::ORIGINAL_REPLICAS_ANNOTATION).map(str::to_string),
+                ),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_killed_mid_surge_and_mid_drain_resumes_to_the_same_end() {
+    let sim = start(scenario()).await;
+    let cluster = Arc::clone(sim.fleet.cluster("sim-1").expect("sim-1"));
+    // 30 ms on every API call widens the moments to kill into.
+    let slow = flotilla_sim::controllers::Behaviour {
+        api_latency: Duration::from_millis(30),
+        ..cluster.behaviour()
+    };
+    cluster.set_behaviour(slow);
+
+    // SIGKILL once SurgeScale has recorded its first original, before it has scaled everything.
+    kill_when(&sim, |store| {
+        scale_marks(store)
+            .values()
+            .any(|(_, original)| original.is_some())
+    })
+    .await;
+    let marks = scale_marks(&cluster.lock());
+    let scaled = marks
+        .iter()
+        .filter(|(k, (replicas, _))| ORIGINAL.iter().any(|(n, r)| n == k && r != replicas))
+        .count();
+    assert!(scaled < ORIGINAL.len(), "killed mid-SurgeScale: {marks:?}");
+
+    // Run again; SIGKILL once the drain has evicted a few pods.
+    kill_when(&sim, |store| store.stats().stats().evictions_allowed >= 4).await;
+    assert!(
+        !sim.evictable_on("ng-old").await.is_empty(),
+        "killed before the drain ended"
+    );
+    for (name, replicas) in ORIGINAL {
+        let original = replicas.to_string();
+        assert_eq!(
+            scale_marks(&cluster.lock())[name].1.as_deref(),
+            Some(original.as_str()),
+            "{name}: the original survives both kills"
+        );
+    }
+
+    // And once more, to the end, at full speed.
+    let fast = flotilla_sim::controllers::Behaviour {
+        api_latency: Duration::ZERO,
+        ..cluster.behaviour()
+    };
+    cluster.set_behaviour(fast);
+    let out = migrate_binary(&sim).output().await.expect("agent runs");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+    let surged: BTreeMap<String, i64> = doc["steps"][2]["output"]["output"]["deployments"]
+        .as_array()
+        .expect("SurgeScale output")
+        .iter()
+        .map(|d| {
+            (
+                d["deployment"].as_str().unwrap_or_default().to_string(),
+                d["original"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, i64> = ORIGINAL
+        .iter()
+        .map(|(n, r)| (n.to_string(), i64::from(*r)))
+        .collect();
+    assert_eq!(
+        surged, want,
+        "the re-run aims at the originals recorded before the kills"
+    );
+    assert!(sim.evictable_on("ng-old").await.is_empty());
+    assert_restored(&sim).await;
+    sim.assert_zero_downtime();
 }
 
 /// A [`Cluster`] that forwards to the real one and hangs forever at the n-th write: an agent

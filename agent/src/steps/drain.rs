@@ -36,7 +36,8 @@ pub enum OnBlocked {
     /// Fail the step when a node is not empty by the per-node timeout (the default).
     #[default]
     Fail,
-    /// Delete a pod despite its PDB once it has been blocked this long (recorded loudly).
+    /// Delete a pod despite its PDB once it has been blocked this long — with none of its
+    /// budgets letting any eviction through meanwhile (recorded loudly).
     ForceAfter(Duration),
     /// Leave the node cordoned, report it, and go on with the other nodes.
     SkipNode,
@@ -637,6 +638,10 @@ pub fn cordon(node: &mut Node) -> bool {
     true
 }
 
+/// Why a pod is left when its budgets are spent by evictions of this drain still under way.
+const WAITING: &str = "waiting for its PodDisruptionBudget (evictions under way)";
+
+/// Each pod left on `node` and what holds it.
 fn blockers_on(pods: &[&PlannedPod], node: &str, pacing: &Pacing, now: Instant) -> Vec<Blocker> {
     pods.iter()
         .filter(|p| p.node == node && matches!(p.action, Action::Evict | Action::Wait))
@@ -645,6 +650,13 @@ fn blockers_on(pods: &[&PlannedPod], node: &str, pacing: &Pacing, now: Instant) 
             let since = pacing.blocked_since(&p.pod, &p.pdbs);
             let (reason, pdbs, for_) = match (&p.action, track, since) {
                 (Action::Wait, _, _) => ("terminating".to_string(), Vec::new(), Duration::ZERO),
+                // Its budgets are at zero only through this drain's own evictions, which their
+                // status does not show yet: it is next in line, not blocked.
+                (_, Some(t), Some(_))
+                    if !t.pdbs.is_empty() && t.pdbs.iter().all(|b| pacing.unconfirmed(b) > 0) =>
+                {
+                    (WAITING.to_string(), t.pdbs.clone(), Duration::ZERO)
+                }
                 (_, Some(t), Some(since)) => (t.reason.clone(), t.pdbs.clone(), now.duration_since(since)),
                 _ => ("eviction pending".to_string(), Vec::new(), Duration::ZERO),
             };
@@ -872,6 +884,9 @@ struct Drain<'a, C> {
     queued_pods: BTreeMap<String, u64>,
     /// Events to record (sent beside the drain, not waited for).
     notes: Vec<EventNote>,
+    /// Pods being deleted despite their budget, as Events name them (the pod may be gone from
+    /// the view by the time the deletion is answered).
+    forcing: BTreeMap<String, ObjectRef>,
     last_report: Option<Instant>,
 }
 
@@ -973,7 +988,7 @@ impl<C: Cluster> Drain<'_, C> {
                     let node = ObjectRef::node(&a.node);
                     self.warn(node, "FlotillaForcedDeletion", msg.clone());
                 }
-                if let Some(pod) = self.view.pod(&f.node, &f.pod).map(ObjectRef::pod) {
+                if let Some(pod) = self.forcing.remove(&f.pod) {
                     self.warn(pod, "FlotillaForcedDeletion", msg);
                 }
                 self.out.forced.push(f);
@@ -1154,6 +1169,13 @@ impl<C: Cluster> Drain<'_, C> {
             &mut self.pacing,
             now,
         );
+        for c in &calls {
+            if let Call::ForceDelete { pod, node, .. } = c {
+                if let Some(r) = self.view.pod(node, pod).map(ObjectRef::pod) {
+                    self.forcing.insert(pod.clone(), r);
+                }
+            }
+        }
         let due = !calls.is_empty()
             || self
                 .last_report
@@ -1162,7 +1184,7 @@ impl<C: Cluster> Drain<'_, C> {
             let blockers: Vec<Blocker> = still
                 .iter()
                 .flat_map(|n| blockers_on(&pl, n, &self.pacing, now))
-                .filter(|b| b.reason != "eviction pending" && b.reason != "terminating")
+                .filter(|b| !matches!(b.reason.as_str(), "eviction pending" | "terminating" | WAITING))
                 .collect();
             drop(pl);
             self.report(left.values().sum(), blockers, now);
@@ -1396,6 +1418,7 @@ pub async fn run<C: Cluster>(
         seen,
         queued_pods,
         notes: Vec::new(),
+        forcing: BTreeMap::new(),
         last_report: None,
     };
     let mut calls = FuturesUnordered::new();

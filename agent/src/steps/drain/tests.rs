@@ -193,6 +193,15 @@ async fn schedule_paces_by_disruptions_allowed() {
             .filter(|c| matches!(c, Call::Evict { pod, .. } if pod.starts_with("shop/web-")))
             .count()
     };
+    // The other web pods are next in line while web's budget is spent by the eviction under
+    // way: reported as waiting, not as blocked.
+    let refs = pl.refs();
+    let waiting: Vec<Blocker> = ["old-1", "old-2"]
+        .iter()
+        .flat_map(|n| blockers_on(&refs, n, &pacing, now))
+        .filter(|b| b.pod.starts_with("shop/web-") && b.reason == WAITING)
+        .collect();
+    assert_eq!(waiting.len(), 3, "{waiting:?}");
     // While the calls are in flight, nothing is sent twice and the budget stays spent.
     let again = schedule(&pl.refs(), &snap.pdbs, &active, &params, &mut pacing, now);
     assert!(again.is_empty(), "{again:?}");
