@@ -85,12 +85,19 @@ impl TraceService for Receiver {
                     attributes: span
                         .attributes
                         .iter()
-                        .map(|kv| (kv.key.clone(), text(kv.value.as_ref().and_then(|v| v.value.as_ref()))))
+                        .map(|kv| {
+                            (
+                                kv.key.clone(),
+                                text(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                            )
+                        })
                         .collect(),
                 });
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -311,20 +318,53 @@ async fn the_agents_spans_join_the_coordinators_trace_and_its_metrics_count_the_
     let (_, drain_span) = ids(&drain_result.trace_context["traceparent"]);
     assert!(!conn.progress.is_empty());
     for p in &conn.progress {
-        assert_eq!(p.trace_context["traceparent"], drain_result.trace_context["traceparent"]);
+        assert_eq!(
+            p.trace_context["traceparent"],
+            drain_result.trace_context["traceparent"]
+        );
     }
 
     // The metrics count what ran.
     let m = scrape(metrics_addr).await;
-    assert!(m.contains("# TYPE flotilla_agent_step_duration_seconds histogram"), "{m}");
-    assert_eq!(sample(&m, r#"flotilla_agent_steps_total{kind="taint",result="ok"}"#), 1.0);
-    assert_eq!(sample(&m, r#"flotilla_agent_steps_total{kind="surge_scale",result="ok"}"#), 1.0);
-    assert_eq!(sample(&m, r#"flotilla_agent_steps_total{kind="verify_ready",result="ok"}"#), 1.0);
-    assert_eq!(sample(&m, r#"flotilla_agent_steps_total{kind="drain",result="ok"}"#), 1.0);
-    assert_eq!(sample(&m, r#"flotilla_agent_step_duration_seconds_count{kind="taint"}"#), 1.0);
-    assert_eq!(sample(&m, r#"flotilla_agent_step_duration_seconds_count{kind="drain"}"#), 1.0);
+    assert!(
+        m.contains("# TYPE flotilla_agent_step_duration_seconds histogram"),
+        "{m}"
+    );
     assert_eq!(
-        sample(&m, r#"flotilla_agent_step_duration_seconds_bucket{kind="drain",le="+Inf"}"#),
+        sample(&m, r#"flotilla_agent_steps_total{kind="taint",result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"flotilla_agent_steps_total{kind="surge_scale",result="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"flotilla_agent_steps_total{kind="verify_ready",result="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"flotilla_agent_steps_total{kind="drain",result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"flotilla_agent_step_duration_seconds_count{kind="taint"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"flotilla_agent_step_duration_seconds_count{kind="drain"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"flotilla_agent_step_duration_seconds_bucket{kind="drain",le="+Inf"}"#
+        ),
         1.0
     );
     assert_eq!(
@@ -337,7 +377,10 @@ async fn the_agents_spans_join_the_coordinators_trace_and_its_metrics_count_the_
         drained.refusals as f64
     );
     assert_eq!(
-        sample(&m, r#"flotilla_agent_node_drain_duration_seconds_count{result="drained"}"#),
+        sample(
+            &m,
+            r#"flotilla_agent_node_drain_duration_seconds_count{result="drained"}"#
+        ),
         4.0
     );
     assert_eq!(sample(&m, "flotilla_agent_session_connected"), 1.0);
@@ -390,11 +433,15 @@ async fn the_agents_spans_join_the_coordinators_trace_and_its_metrics_count_the_
         assert_eq!(s.attributes["attempt"], "1");
         // The step's own work is a child span in the same trace.
         assert!(
-            got.iter().any(|c| c.parent_span_id == *span_id && c.trace_id == TRACE && c.name == "step"),
+            got.iter()
+                .any(|c| c.parent_span_id == *span_id && c.trace_id == TRACE && c.name == "step"),
             "{got:#?}"
         );
     }
     let s = find(&session_span);
-    assert_eq!((s.name.as_str(), s.trace_id.as_str()), ("session", session_trace.as_str()));
+    assert_eq!(
+        (s.name.as_str(), s.trace_id.as_str()),
+        ("session", session_trace.as_str())
+    );
     assert_eq!(s.attributes["cluster"], CLUSTER);
 }

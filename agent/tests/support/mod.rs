@@ -444,7 +444,6 @@ impl Sim {
     }
 }
 
-
 pub fn taint() -> pb::run_step::Step {
     pb::run_step::Step::Taint(pb::TaintParams {
         group: "ng-old".into(),
