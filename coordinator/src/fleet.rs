@@ -401,7 +401,11 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
                 return Err(self.unknown_cluster("cluster_id", c));
             }
         }
-        if !req.page_token.is_empty() && !req.page_token.starts_with("op-") {
+        // Operation ids: `op-…`, or `ro-…/cluster/n` for a rollout's operations.
+        if !req.page_token.is_empty()
+            && !req.page_token.starts_with("op-")
+            && !req.page_token.starts_with("ro-")
+        {
             return Err(Status::invalid_argument(
                 "page_token: not a token from a previous ListOperations response",
             ));
