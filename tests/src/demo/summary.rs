@@ -14,6 +14,11 @@ use flotilla_sim::stats::ClusterStats;
 use jiff::Timestamp;
 use serde::Serialize;
 
+/// (operation, hop, step name): the key steps are grouped under in the step-times table.
+type StepKey = (String, String, String);
+/// (seconds, cluster, whether it succeeded) of one cluster's run of a step.
+type StepTime = (f64, String, bool);
+
 /// The kind of a phase and of the rollout that ran it.
 pub const MIGRATION: &str = "migration";
 /// See [`MIGRATION`].
@@ -109,6 +114,9 @@ pub struct OperationSummary {
     pub id: String,
     /// `migration` or `upgrade`.
     pub kind: String,
+    /// For an upgrade, its minor hop, e.g. `1.34`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hop: String,
     /// Its final state.
     pub status: String,
     /// First step's start to end, seconds.
@@ -219,8 +227,8 @@ pub struct ClusterInRollout {
     pub kind: String,
     /// The cluster's state in the rollout (`None`: the rollout did not run, or did not list it).
     pub state: Option<pb::ClusterState>,
-    /// Its operation, from `GetOperation`.
-    pub operation: Option<pb::Operation>,
+    /// Its operations in the rollout, oldest first (an upgrade runs one per minor hop).
+    pub operations: Vec<pb::Operation>,
 }
 
 /// The cluster's status over its rollouts, and the reason when it is not `Succeeded`.
@@ -241,7 +249,7 @@ pub fn cluster_status(parts: &[ClusterInRollout]) -> (String, String) {
             reason.push_str(&format!(": {}: {}", e.code, e.message));
         } else if !state.reason.is_empty() {
             reason.push_str(&format!(": {}", state.reason));
-        } else if let Some(op) = p.operation.as_ref().filter(|o| !o.failure.is_empty()) {
+        } else if let Some(op) = p.operations.last().filter(|o| !o.failure.is_empty()) {
             reason.push_str(&format!(": {}", op.failure));
         }
         return (render::rollout_state(state.state).to_string(), reason);
@@ -302,10 +310,16 @@ impl ClusterSummary {
         let mut operations = Vec::new();
         let mut steps = Vec::new();
         for p in parts {
-            if let Some(op) = &p.operation {
+            for op in &p.operations {
                 operations.push(OperationSummary {
                     id: op.id.clone(),
                     kind: p.kind.clone(),
+                    hop: op
+                        .steps
+                        .iter()
+                        .find(|s| !s.hop.is_empty())
+                        .map(|s| s.hop.clone())
+                        .unwrap_or_default(),
                     status: render::operation_state(op.state).to_string(),
                     seconds: seconds_between(op.started_at.as_ref(), op.finished_at.as_ref(), now),
                 });
@@ -451,12 +465,19 @@ impl Summary {
                 .map(|g| format!("{} ({}, {}/{} Ready)", g.name, g.kind, g.ready, g.nodes))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // The time of the kind's operations (an upgrade has one per hop).
             let op_time = |kind: &str| {
-                c.operations
+                let times: Vec<f64> = c
+                    .operations
                     .iter()
-                    .find(|o| o.kind == kind)
-                    .and_then(|o| o.seconds)
-                    .map_or_else(|| "-".to_string(), secs)
+                    .filter(|o| o.kind == kind)
+                    .filter_map(|o| o.seconds)
+                    .collect();
+                if times.is_empty() {
+                    "-".to_string()
+                } else {
+                    secs(times.iter().sum())
+                }
             };
             let ratio = |phase: &str| {
                 c.phase(phase)
@@ -525,8 +546,8 @@ impl Summary {
     /// Per step (and hop): how many clusters it succeeded on, the median and the slowest time.
     fn steps_table(&self) -> String {
         // Keyed by first appearance, so the order is the plan's.
-        let mut order: Vec<(String, String, String)> = Vec::new();
-        let mut times: BTreeMap<(String, String, String), Vec<(f64, String, bool)>> = BTreeMap::new();
+        let mut order: Vec<StepKey> = Vec::new();
+        let mut times: BTreeMap<StepKey, Vec<StepTime>> = BTreeMap::new();
         for c in &self.clusters {
             for s in &c.steps {
                 let key = (s.operation.clone(), s.hop.clone(), s.name.clone());
@@ -601,9 +622,28 @@ impl Summary {
                 })
                 .unwrap_or_default();
             out.push_str(&format!(
-                "Lowest availability during the upgrade: {}{who} — EKS replaces nodes and evicts within the \
-                 budgets.\n",
+                "Lowest availability during the upgrade: {}{who}. EKS's node group update evicts pods node by \
+                 node within their PodDisruptionBudgets, so a Deployment may run below its count meanwhile, by \
+                 as much as its budget allows.\n",
                 percent(r)
+            ));
+        }
+        let mut down: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for c in &self.clusters {
+            for f in &c.availability {
+                if let Some(l) = f.lowest.as_ref().filter(|l| l.min_available == 0) {
+                    down.entry(l.deployment.as_str())
+                        .or_default()
+                        .push(c.name.as_str());
+                }
+            }
+        }
+        for (deployment, clusters) in down {
+            out.push_str(&format!(
+                "{deployment} had no available replica for a while on {} cluster(s) ({}): it needs a \
+                 PodDisruptionBudget (e.g. minAvailable: 1) for EKS to keep one running.\n",
+                clusters.len(),
+                clusters.join(", ")
             ));
         }
         if self.ok {
@@ -738,7 +778,7 @@ mod tests {
         ClusterInRollout {
             kind: kind.into(),
             state: Some(state(s)),
-            operation: Some(pb::Operation {
+            operations: vec![pb::Operation {
                 id: format!("op-{kind}"),
                 state: pb::OperationState::Succeeded as i32,
                 steps: vec![pb::OperationStep {
@@ -757,7 +797,7 @@ mod tests {
                     ..Default::default()
                 }],
                 ..Default::default()
-            }),
+            }],
         }
     }
 
