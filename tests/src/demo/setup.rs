@@ -97,7 +97,6 @@ fn engine_options() -> EngineOptions {
             asg: wait,
             update: wait,
         },
-        ..EngineOptions::default()
     }
 }
 
