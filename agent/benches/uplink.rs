@@ -319,11 +319,14 @@ fn child(args: &[String]) {
         };
         let coordinator = uplink::parse_coordinator(url).expect("url");
         let shutdown = CancellationToken::new();
+        // One set of metrics for the process, as an embedder running many agents would.
+        let metrics = flotilla_agent::metrics::AgentMetrics::new();
         let mut tasks = Vec::with_capacity(agents);
         for i in 0..agents {
             let tls = TlsIdentity::from_dir(Path::new(tls_dir), &name(i)).expect("tls");
             let config = UplinkConfig {
                 heartbeat: HEARTBEAT,
+                metrics: metrics.clone(),
                 ..UplinkConfig::new(coordinator.clone(), name(i), tls, kube.clone())
             };
             tasks.push(tokio::spawn(uplink::run(config, shutdown.clone())));

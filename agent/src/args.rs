@@ -1,6 +1,7 @@
 //! Command-line arguments (clap derive) and what each command does.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,8 +9,11 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use flotilla_proto::telemetry;
+
 use crate::error::Error;
 use crate::local::{self, MigrateOptions, ProgressUi};
+use crate::metrics::AgentMetrics;
 use crate::model;
 use crate::steps::drain::{self, OnBlocked};
 use crate::steps::surge_scale::Surge;
@@ -54,6 +58,15 @@ pub enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for telemetry::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => telemetry::LogFormat::Text,
+            LogFormat::Json => telemetry::LogFormat::Json,
+        }
+    }
+}
+
 /// Flags of the agent itself (`flotilla-agent --coordinator URL --cluster NAME --tls-dir D`).
 #[derive(Debug, Clone, ClapArgs)]
 pub struct AgentArgs {
@@ -75,6 +88,9 @@ pub struct AgentArgs {
     /// The name the coordinator's certificate carries [default: the URL's host].
     #[arg(long, env = "FLOTILLA_TLS_SERVER_NAME")]
     pub tls_server_name: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9090 [default: not served].
+    #[arg(long, env = "FLOTILLA_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Top-level commands.
@@ -285,13 +301,14 @@ struct SingleStep<'a> {
 }
 
 impl Args {
-    /// The log filter: `--log`, else `info` for the agent and `warn` for `local` commands.
-    pub fn log_filter(&self) -> &str {
-        match (&self.log, &self.command) {
-            (Some(log), _) => log,
-            (None, None) => "info",
-            (None, Some(_)) => "warn",
-        }
+    /// The log filter: `--log` (or `FLOTILLA_LOG`), else `RUST_LOG`, else `info` for the agent
+    /// and `warn` for `local` commands.
+    pub fn log_filter(&self) -> String {
+        let default = match self.command {
+            None => "info",
+            Some(_) => "warn",
+        };
+        telemetry::log_filter(self.log.as_deref(), default)
     }
 
     /// Runs the command (or the agent); returns the process exit code.
@@ -383,6 +400,7 @@ impl AgentArgs {
             kubeconfig,
             heartbeat,
             tls_server_name,
+            metrics_listen,
         } = self;
         let required = |field: &'static str| UplinkError::InvalidSetting {
             field,
@@ -395,15 +413,28 @@ impl AgentArgs {
         let source = tls_dir.display().to_string();
         tls.check(&cluster, &source)?;
         let kube = kube_client(kubeconfig.as_deref()).await?;
+        let metrics = AgentMetrics::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = match metrics_listen {
+            Some(addr) => {
+                Some(telemetry::serve_metrics(addr, metrics.registry().clone(), shutdown.clone()).await?)
+            }
+            None => None,
+        };
         let config = UplinkConfig {
             heartbeat,
             server_name: tls_server_name,
             tls_source: source,
+            metrics,
             ..UplinkConfig::new(coordinator, cluster, tls, kube)
         };
-        let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        uplink::run(config, shutdown).await?;
+        let result = uplink::run(config, shutdown.clone()).await;
+        shutdown.cancel();
+        if let Some(server) = server {
+            server.stopped().await;
+        }
+        result?;
         Ok(())
     }
 }

@@ -18,6 +18,9 @@ pub enum Error {
     /// The coordinator session cannot start (certificates, URL, settings).
     #[error(transparent)]
     Uplink(#[from] crate::uplink::UplinkError),
+    /// Metrics cannot be served (the `--metrics-listen` address is taken or not ours).
+    #[error(transparent)]
+    Telemetry(#[from] flotilla_proto::telemetry::TelemetryError),
     /// The report could not be written.
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),

@@ -11,6 +11,7 @@
 //! - [`uplink`]: the session with the coordinator (mTLS gRPC, dial out, run the steps it sends,
 //!   re-send results until acked) — what `flotilla-agent --coordinator URL` runs, and what a demo
 //!   embeds in-process with [`uplink::run`].
+//! - [`metrics`]: the Prometheus metrics the agent serves on `--metrics-listen`.
 //! - [`local`], [`args`]: the local runner (`flotilla-agent local migrate`) and the CLI.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod inventory;
 pub mod local;
+pub mod metrics;
 pub mod model;
 pub mod placement;
 pub mod steps;

@@ -1,11 +1,15 @@
 //! Command-line arguments of `flotilla-coordinator` and what each subcommand does.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flotilla_coordinator::ca::{self, CreateOptions, Identity, Validity, Written};
+use flotilla_coordinator::config::ClustersFile;
+use flotilla_coordinator::server::{Coordinator, ServeOptions};
 
 /// The Flotilla coordinator.
 #[derive(Debug, Parser)]
@@ -20,6 +24,31 @@ enum Command {
     /// Manage the certificate authority behind mTLS.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Serve the Fleet API and the agents' gateway over mTLS (until SIGINT or SIGTERM).
+    Serve(ServeArgs),
+}
+
+/// `serve` flags; each also as a FLOTILLA_* environment variable.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, env = "FLOTILLA_LISTEN", default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+    /// The store's directory (sled); created if missing.
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Directory with ca.pem, coordinator.pem and coordinator-key.pem (`ca init`).
+    #[arg(long, env = "FLOTILLA_TLS_DIR")]
+    tls_dir: PathBuf,
+    /// The clusters file (YAML: `clusters: [{name, region, eksClusterName, ...}]`).
+    #[arg(long, env = "FLOTILLA_CLUSTERS")]
+    clusters: PathBuf,
+    /// The agents' heartbeat interval in seconds; a session silent for three is dropped.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_seconds: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "FLOTILLA_LOG_JSON")]
+    log_json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +97,7 @@ impl Args {
     pub fn run(self) -> anyhow::Result<()> {
         let Self { command } = self;
         match command {
+            Command::Serve(args) => serve(args),
             Command::Ca(CaCommand::Init {
                 dir,
                 sans,
@@ -100,6 +130,53 @@ impl Args {
             }
         }
     }
+}
+
+/// Runs the coordinator until SIGINT or SIGTERM, then stops it gracefully.
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        listen,
+        data_dir,
+        tls_dir,
+        clusters,
+        heartbeat_seconds,
+        log_json,
+    } = args;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    let clusters = ClustersFile::load(&clusters)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async move {
+        let mut opts = ServeOptions::new(listen, data_dir, tls_dir, clusters);
+        opts.heartbeat_interval = Duration::from_secs(heartbeat_seconds);
+        let handle = Coordinator::start(opts)
+            .await
+            .context("could not start the coordinator")?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "flotilla-coordinator listening on {}", handle.local_addr())?;
+            out.flush()?;
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("could not watch SIGTERM")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        handle.shutdown().await.context("shutting down")?;
+        Ok(())
+    })
 }
 
 /// Lists the files written, one a line.

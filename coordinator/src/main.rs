@@ -1,4 +1,4 @@
-//! `flotilla-coordinator`: the coordinator binary (`ca init`, `ca issue`).
+//! `flotilla-coordinator`: the coordinator binary (`serve`, `ca init`, `ca issue`).
 
 mod args;
 

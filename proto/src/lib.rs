@@ -10,12 +10,20 @@
 //! - Inventory (`inventory.proto`): versions, node groups, nodes, Deployments, blocking PDBs.
 //! - `Fleet` (`fleet.proto`): clusters, per-cluster operations and staged rollouts.
 //!
+//! - [`telemetry`]: what both binaries share for observability — logs (text or JSON), OTLP trace
+//!   export, W3C trace context across gRPC calls and the agent stream, the `/metrics` endpoint.
+//!
 //! Protobuf stays at the edge: only the agent's uplink and the coordinator's `api`/`agents`
 //! modules use these types; they convert to and from domain types there.
+
+pub mod telemetry;
 
 /// Generated code for package `flotilla.fleet.v1`.
 pub mod fleet {
     /// Version 1 of the fleet protocol.
+    // `RolloutEvent.event` carries a whole `Rollout` in one variant and small ones in the others;
+    // generated code keeps prost's plain layout (boxing would change the API).
+    #[allow(clippy::large_enum_variant)]
     pub mod v1 {
         tonic::include_proto!("flotilla.fleet.v1");
     }

@@ -31,7 +31,17 @@ fn run_step(step: run_step::Step) -> RunStep {
         step_id: "s-1".into(),
         attempt: 2,
         step: Some(step),
+        trace_context: traceparent("00f067aa0ba902b7"),
     }
+}
+
+/// A W3C trace context naming span `span_id` of one fixed trace.
+fn traceparent(span_id: &str) -> std::collections::HashMap<String, String> {
+    [(
+        "traceparent".to_string(),
+        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span_id}-01"),
+    )]
+    .into()
 }
 
 /// One `RunStep` per agent step kind, parameters filled in.
@@ -110,6 +120,31 @@ fn every_step_kind_round_trips() {
     }
 }
 
+/// `RunStep` as a peer built before `trace_context` (field 40) sees it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RunStepBeforeTraceContext {
+    #[prost(string, tag = "1")]
+    operation_id: String,
+    #[prost(string, tag = "2")]
+    step_id: String,
+    #[prost(uint32, tag = "3")]
+    attempt: u32,
+}
+
+#[test]
+fn trace_context_is_invisible_to_older_peers() {
+    let new = run_step(run_step::Step::Inventory(InventoryParams {}));
+    assert!(!new.trace_context.is_empty());
+    let old = RunStepBeforeTraceContext::decode(new.encode_to_vec().as_slice()).expect("old peers decode");
+    assert_eq!(
+        (old.operation_id.as_str(), old.step_id.as_str(), old.attempt),
+        ("op-1", "s-1", 2)
+    );
+    let back = RunStep::decode(old.encode_to_vec().as_slice()).expect("new peers decode old messages");
+    assert!(back.trace_context.is_empty());
+    assert_eq!(back.operation_id, "op-1");
+}
+
 #[test]
 fn step_results_round_trip_with_outputs_and_typed_errors() {
     let blocker = Blocker {
@@ -136,6 +171,7 @@ fn step_results_round_trip_with_outputs_and_typed_errors() {
                 ..Default::default()
             })),
         })),
+        trace_context: traceparent("a3ce929d0e0e4736"),
     };
     let err = StepResult {
         outcome: Some(step_result::Outcome::Error(StepError {
@@ -292,6 +328,7 @@ async fn gateway_acks_a_step_result() {
         outcome: Some(step_result::Outcome::Ok(StepOutput {
             output: Some(step_output::Output::Taint(Default::default())),
         })),
+        trace_context: Default::default(),
     };
     tx.send(AgentMessage {
         message: Some(agent_message::Message::Result(result)),

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 
 use super::error::secs;
 use super::{
-    format_duration, modify_node, parse_duration, Blocker, Progress, ProgressSink, RefusedPod, StepError,
-    StepKind,
+    format_duration, modify_node, parse_duration, Blocker, EvictionOutcome, NodeDrainOutcome, Observation,
+    Progress, ProgressSink, RefusedPod, StepError, StepKind,
 };
 use crate::cluster::{Cluster, ClusterError, EventNote, EventType, Eviction, ObjectRef, Watched};
 use crate::{events, inventory, model};
@@ -948,6 +948,8 @@ impl<C: Cluster> Drain<'_, C> {
                 };
                 self.pacing.grant(&pod, spends, now);
                 self.out.evicted += 1;
+                self.progress
+                    .observe(Observation::Eviction(EvictionOutcome::Allowed));
             }
             CallResult::Gone => {
                 self.pacing.release(&pod);
@@ -958,6 +960,8 @@ impl<C: Cluster> Drain<'_, C> {
                 self.pacing.release(&pod);
                 self.pacing.pods.remove(&pod);
                 self.pacing.evicted.insert(pod.clone());
+                self.progress
+                    .observe(Observation::Eviction(EvictionOutcome::ForcedDelete));
                 let Call::ForceDelete {
                     pod,
                     node,
@@ -1009,10 +1013,16 @@ impl<C: Cluster> Drain<'_, C> {
                 let jitter = rand::rng().random_range(0.5..1.5);
                 track.next_try = Some(now + backoff(track.attempts, jitter));
                 track.pdbs = if named.is_empty() { planned_pdbs } else { named };
+                self.progress
+                    .observe(Observation::Eviction(EvictionOutcome::Refused429 {
+                        pdbs: track.pdbs.clone(),
+                    }));
                 track.reason = "blocked by PodDisruptionBudget".into();
             }
             CallResult::Failed(e) => {
                 self.pacing.release(&pod);
+                self.progress
+                    .observe(Observation::Eviction(EvictionOutcome::Error));
                 let track = self.pacing.pods.entry(pod).or_default();
                 track.errors += 1;
                 if !e.is_transient() || track.errors > 10 {
@@ -1082,7 +1092,12 @@ impl<C: Cluster> Drain<'_, C> {
                     w.abort();
                 }
                 self.view.nodes.remove(&n);
-                tracing::info!(node = %n, secs = a.started.elapsed().as_secs_f64(), "drained");
+                let took = a.started.elapsed();
+                tracing::info!(node = %n, secs = took.as_secs_f64(), "drained");
+                self.progress.observe(Observation::NodeDrain {
+                    outcome: NodeDrainOutcome::Drained,
+                    took,
+                });
                 finished.push(a.node);
                 self.out.drained.push(n);
             }
@@ -1110,6 +1125,13 @@ impl<C: Cluster> Drain<'_, C> {
             left.remove(&n);
             let waited = now.duration_since(a.started);
             let list: Vec<String> = blockers.iter().take(10).map(ToString::to_string).collect();
+            self.progress.observe(Observation::NodeDrain {
+                outcome: match self.p.on_blocked {
+                    OnBlocked::SkipNode => NodeDrainOutcome::Skipped,
+                    OnBlocked::Fail | OnBlocked::ForceAfter(_) => NodeDrainOutcome::Blocked,
+                },
+                took: waited,
+            });
             match self.p.on_blocked {
                 OnBlocked::SkipNode => {
                     tracing::warn!(node = %n, pods = blockers.len(), "skipping node: not drained in time");

@@ -79,10 +79,55 @@ impl Progress {
     }
 }
 
+/// What a step saw that is counted rather than shown: the agent turns these into metrics
+/// (`crate::metrics`); local runs ignore them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// One eviction (or forced deletion) call's answer.
+    Eviction(EvictionOutcome),
+    /// One node's drain ended.
+    NodeDrain {
+        /// How it ended.
+        outcome: NodeDrainOutcome,
+        /// From its cordon to the end.
+        took: Duration,
+    },
+}
+
+/// The answer to one eviction call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvictionOutcome {
+    /// The pod is being deleted (or was gone already).
+    Allowed,
+    /// A PodDisruptionBudget refused (HTTP 429).
+    Refused429 {
+        /// The refusing budgets as `namespace/name`, when known.
+        pdbs: Vec<String>,
+    },
+    /// The call failed otherwise (retried while transient).
+    Error,
+    /// Deleted despite its budget (`on-blocked force-after`).
+    ForcedDelete,
+}
+
+/// How one node's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeDrainOutcome {
+    /// No evictable pods left.
+    Drained,
+    /// Timed out and left cordoned (`on-blocked skip-node`).
+    Skipped,
+    /// Timed out; the step fails.
+    Blocked,
+}
+
 /// Where steps send their progress.
 pub trait ProgressSink: Send + Sync {
     /// Takes one report; must not block.
     fn report(&self, progress: Progress);
+
+    /// Takes one observation (for metrics); must not block. Ignored unless overridden.
+    fn observe(&self, _observation: Observation) {}
 }
 
 /// Discards progress.

@@ -199,6 +199,8 @@ pub fn progress_to_proto(
         message: p.message.clone(),
         blockers: p.blockers.iter().map(blocker).collect(),
         at: Some(timestamp(at)),
+        // The runner adds the step span's trace context.
+        trace_context: Default::default(),
     }
 }
 
@@ -527,6 +529,8 @@ pub fn result_to_proto(
             Ok(out) => Outcome::Ok(output_to_proto(out)),
             Err(e) => Outcome::Error(error_to_proto(e)),
         }),
+        // The runner adds the step span's trace context.
+        trace_context: Default::default(),
     }
 }
 

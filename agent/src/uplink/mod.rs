@@ -35,6 +35,7 @@ pub use tokio_util::sync::CancellationToken;
 pub use tonic::transport::Uri;
 
 use crate::cluster::KubeCluster;
+use crate::metrics::AgentMetrics;
 
 /// The agent's version as `Hello` reports it.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -148,6 +149,9 @@ pub struct UplinkConfig {
     pub server_name: Option<String>,
     /// How long shutdown waits for running steps to reach a safe point (default 10 s).
     pub shutdown_grace: Duration,
+    /// Where steps, evictions and the session's state are counted ([`UplinkConfig::new`] makes
+    /// a fresh set; give every agent of one process the same one, and serve its registry).
+    pub metrics: AgentMetrics,
 }
 
 impl std::fmt::Debug for UplinkConfig {
@@ -188,6 +192,7 @@ impl UplinkConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             server_name: None,
             shutdown_grace: Duration::from_secs(10),
+            metrics: AgentMetrics::new(),
         }
     }
 

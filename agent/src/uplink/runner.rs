@@ -3,12 +3,17 @@
 //! report per interval, the last one always sent), and its result kept in the [`Outbox`] until
 //! acked. Plain state plus tasks: the session feeds it coordinator messages and task events and
 //! sends what it returns; nothing here touches the network.
+//!
+//! Each attempt runs in a `run_step` span (cluster, operation, step, attempt, kind) whose
+//! OpenTelemetry parent is the coordinator's span named by the `RunStep`'s `trace_context`; the
+//! attempt's progress and result carry the step span's own context back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use flotilla_proto::fleet::v1 as pb;
+use flotilla_proto::telemetry::{self, TraceContext};
 use pb::agent_message::Message as Up;
 use pb::coordinator_message::Message as Down;
 use tokio::sync::{mpsc, watch};
@@ -20,7 +25,8 @@ use tracing::Instrument;
 use super::convert;
 use super::outbox::{Outbox, StepKey};
 use crate::cluster::Cluster;
-use crate::steps::{Progress, ProgressSink, Step, StepError, StepKind, StepOutput};
+use crate::metrics::AgentMetrics;
+use crate::steps::{Observation, Progress, ProgressSink, Step, StepError, StepKind, StepOutput};
 
 /// What a step task tells the runner.
 #[derive(Debug)]
@@ -56,6 +62,11 @@ struct Running {
     cancel_reason: Option<String>,
     /// The last progress sent, re-sent after a reconnect.
     last_progress: Option<pb::StepProgress>,
+    /// When the attempt started.
+    started: Instant,
+    /// What its progress and result carry: the step span's trace context, or (when this agent
+    /// does not trace) the `RunStep`'s, passed through.
+    trace_context: TraceContext,
 }
 
 /// The agent's steps: running ones, finished results, and the tasks running them.
@@ -69,6 +80,7 @@ pub struct Runner<C> {
     running: BTreeMap<StepKey, Running>,
     outbox: Outbox,
     tasks: TaskTracker,
+    metrics: AgentMetrics,
 }
 
 impl<C> std::fmt::Debug for Runner<C> {
@@ -88,13 +100,15 @@ fn up(message: Up) -> pb::AgentMessage {
 }
 
 impl<C: Cluster + 'static> Runner<C> {
-    /// A runner for `cluster` (named `cluster_name` in spans); step tasks report on `events`.
+    /// A runner for `cluster` (named `cluster_name` in spans); step tasks report on `events`;
+    /// steps and what they observe are counted in `metrics`.
     pub fn new(
         cluster: Arc<C>,
         cluster_name: &str,
         progress_every: Duration,
         shutdown: CancellationToken,
         events: mpsc::UnboundedSender<Event>,
+        metrics: AgentMetrics,
     ) -> Runner<C> {
         Runner {
             cluster,
@@ -105,6 +119,7 @@ impl<C: Cluster + 'static> Runner<C> {
             running: BTreeMap::new(),
             outbox: Outbox::new(),
             tasks: TaskTracker::new(),
+            metrics,
         }
     }
 
@@ -143,7 +158,7 @@ impl<C: Cluster + 'static> Runner<C> {
         }
         if let Some(newer) = self.newer_attempt(&key) {
             let reason = format!("attempt {newer} of this step has run since");
-            return self.finish_now(&key, Err(StepError::Cancelled { reason }), now);
+            return self.finish_now(&key, Err(StepError::Cancelled { reason }), m.trace_context, now);
         }
         for (old, r) in self.running.iter_mut() {
             if old.same_step(&key) && old.attempt < key.attempt {
@@ -154,12 +169,12 @@ impl<C: Cluster + 'static> Runner<C> {
         }
         match convert::step_from_proto(m.step) {
             Ok(step) => {
-                self.spawn(key, step);
+                self.spawn(key, step, m.trace_context, now);
                 Vec::new()
             }
             Err(e) => {
                 tracing::warn!(step = %key, error = %e, "RunStep refused");
-                self.finish_now(&key, Err(e), now)
+                self.finish_now(&key, Err(e), m.trace_context, now)
             }
         }
     }
@@ -197,32 +212,43 @@ impl<C: Cluster + 'static> Runner<C> {
         }
         tracing::info!(step = %key, "cancel for an attempt not running here; answered cancelled");
         let reason = format!("{reason} (the attempt was not running on this agent)");
-        self.finish_now(&key, Err(StepError::Cancelled { reason }), now)
+        self.finish_now(
+            &key,
+            Err(StepError::Cancelled { reason }),
+            TraceContext::new(),
+            now,
+        )
     }
 
-    /// Records an attempt's outcome without running it; returns the result to send.
+    /// Records an attempt's outcome without running it; returns the result to send (carrying
+    /// the `RunStep`'s trace context, when it came with one).
     fn finish_now(
         &mut self,
         key: &StepKey,
         outcome: Result<StepOutput, StepError>,
+        trace_context: TraceContext,
         now: Instant,
     ) -> Vec<pb::AgentMessage> {
-        let result = convert::result_to_proto(
+        let mut result = convert::result_to_proto(
             &key.operation_id,
             &key.step_id,
             key.attempt,
             &outcome,
             SystemTime::now(),
         );
+        result.trace_context = trace_context;
         self.outbox.insert(result.clone());
         self.outbox.mark_sent(key, now);
         vec![up(Up::Result(result))]
     }
 
-    fn spawn(&mut self, key: StepKey, step: Step) {
+    fn spawn(&mut self, key: StepKey, step: Step, remote: TraceContext, now: Instant) {
         let kind = step.kind();
         let cancel = self.shutdown.child_token();
+        // A root in `tracing` (steps outlive sessions); in OpenTelemetry a child of the
+        // coordinator's span that sent it, when the RunStep names one, else a trace of its own.
         let span = tracing::info_span!(
+            parent: None,
             "run_step",
             cluster = %self.cluster_name,
             operation = %key.operation_id,
@@ -230,7 +256,11 @@ impl<C: Cluster + 'static> Runner<C> {
             attempt = key.attempt,
             kind = %kind,
         );
+        telemetry::set_parent(&span, telemetry::extract(&remote));
+        let own = telemetry::inject(&span);
+        let trace_context = if own.is_empty() { remote } else { own };
         span.in_scope(|| tracing::info!("step started"));
+        self.metrics.step_started();
         let task = StepTask {
             cluster: self.cluster.clone(),
             cluster_name: self.cluster_name.clone(),
@@ -239,6 +269,7 @@ impl<C: Cluster + 'static> Runner<C> {
             cancel: cancel.clone(),
             events: self.events.clone(),
             every: self.progress_every,
+            metrics: self.metrics.clone(),
         };
         self.tasks.spawn(task.run().instrument(span));
         self.running.insert(
@@ -248,6 +279,8 @@ impl<C: Cluster + 'static> Runner<C> {
                 cancel,
                 cancel_reason: None,
                 last_progress: None,
+                started: now,
+                trace_context,
             },
         );
     }
@@ -259,8 +292,9 @@ impl<C: Cluster + 'static> Runner<C> {
                 let Some(r) = self.running.get_mut(&key) else {
                     return Vec::new();
                 };
-                let p =
+                let mut p =
                     convert::progress_to_proto(&key.operation_id, &key.step_id, key.attempt, &progress, at);
+                p.trace_context = r.trace_context.clone();
                 r.last_progress = Some(p.clone());
                 vec![up(Up::Progress(p))]
             }
@@ -268,22 +302,27 @@ impl<C: Cluster + 'static> Runner<C> {
                 let Some(r) = self.running.remove(&key) else {
                     return Vec::new();
                 };
+                let took = now.saturating_duration_since(r.started);
                 let outcome = match (outcome, r.cancel_reason) {
                     (Some(outcome), _) => outcome,
                     (None, Some(reason)) => Err(StepError::Cancelled { reason }),
                     (None, None) => {
+                        self.metrics.step_ended(r.kind, took, None);
                         tracing::info!(step = %key, kind = %r.kind, "stopped for shutdown; no result sent");
                         return Vec::new();
                     }
                 };
+                self.metrics
+                    .step_ended(r.kind, took, Some(outcome.as_ref().map(|_| ())));
                 match &outcome {
                     Ok(_) => tracing::info!(step = %key, kind = %r.kind, "step succeeded"),
                     Err(e) => {
                         tracing::warn!(step = %key, kind = %r.kind, code = e.code(), error = %e, "step failed")
                     }
                 }
-                let result =
+                let mut result =
                     convert::result_to_proto(&key.operation_id, &key.step_id, key.attempt, &outcome, at);
+                result.trace_context = r.trace_context;
                 self.outbox.insert(result.clone());
                 self.outbox.mark_sent(&key, now);
                 vec![up(Up::Result(result))]
@@ -359,12 +398,20 @@ impl<C: Cluster + 'static> Runner<C> {
     }
 }
 
-/// Where a step task's progress goes: the newest report, picked up by the forwarder.
-struct LatestProgress(watch::Sender<Option<(Progress, SystemTime)>>);
+/// Where a step task's progress goes: the newest report, picked up by the forwarder; what the
+/// step observes goes straight to the metrics.
+struct LatestProgress {
+    latest: watch::Sender<Option<(Progress, SystemTime)>>,
+    metrics: AgentMetrics,
+}
 
 impl ProgressSink for LatestProgress {
     fn report(&self, progress: Progress) {
-        self.0.send_replace(Some((progress, SystemTime::now())));
+        self.latest.send_replace(Some((progress, SystemTime::now())));
+    }
+
+    fn observe(&self, observation: Observation) {
+        self.metrics.observe(&observation);
     }
 }
 
@@ -377,12 +424,16 @@ struct StepTask<C> {
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
     every: Duration,
+    metrics: AgentMetrics,
 }
 
 impl<C: Cluster + 'static> StepTask<C> {
     async fn run(self) {
         let (tx, mut rx) = watch::channel(None);
-        let sink = LatestProgress(tx);
+        let sink = LatestProgress {
+            latest: tx,
+            metrics: self.metrics.clone(),
+        };
         let forward = {
             let (events, key, every) = (&self.events, &self.key, self.every);
             let rx = &mut rx;
@@ -443,6 +494,7 @@ mod tests {
                 step_id: "s".into(),
                 attempt,
                 step: Some(step),
+                trace_context: TraceContext::new(),
             })),
         }
     }
@@ -485,7 +537,14 @@ mod tests {
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        let r = Runner::new(cluster, "fake", Duration::from_millis(10), shutdown.clone(), tx);
+        let r = Runner::new(
+            cluster,
+            "fake",
+            Duration::from_millis(10),
+            shutdown.clone(),
+            tx,
+            AgentMetrics::new(),
+        );
         (r, rx, shutdown)
     }
 
@@ -650,6 +709,7 @@ mod tests {
                     step_id: "s".into(),
                     attempt: 1,
                     step: None,
+                    trace_context: TraceContext::new(),
                 })),
             },
             Instant::now(),
@@ -669,6 +729,102 @@ mod tests {
         }
         assert_eq!(r.running_len(), 0);
         assert_eq!(r.unacked_len(), 0);
+    }
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn traced_run_step(op: &str, step: pb::run_step::Step) -> pb::CoordinatorMessage {
+        let mut m = run_step(op, 1, step);
+        if let Some(Down::RunStep(rs)) = &mut m.message {
+            rs.trace_context = [("traceparent".to_string(), PARENT.to_string())].into();
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn results_carry_the_step_span_under_the_coordinators_trace() {
+        // Not tracing here: the coordinator's context comes back as it was sent.
+        let (mut r, mut rx, _s) = runner(cluster());
+        r.on_message(traced_run_step("op-1", taint()), Instant::now());
+        let res = next_result(&mut r, &mut rx).await;
+        assert_eq!(
+            res.trace_context.get("traceparent").map(String::as_str),
+            Some(PARENT)
+        );
+
+        // Tracing: the step span is a child of the coordinator's, and results and progress
+        // name the step span.
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let _traced = tracing::subscriber::set_default(
+            tracing_subscriber::registry()
+                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
+        );
+        r.on_message(traced_run_step("op-2", wait_forever()), Instant::now());
+        let progress = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("progress within 30s")
+                .expect("open");
+            if let Some(Up::Progress(p)) = r
+                .on_event(ev, Instant::now())
+                .into_iter()
+                .next()
+                .and_then(|m| m.message)
+            {
+                break p;
+            }
+        };
+        let header = progress.trace_context["traceparent"].clone();
+        assert!(
+            header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{header}"
+        );
+        assert!(
+            !header.contains("00f067aa0ba902b7"),
+            "the step's own span id: {header}"
+        );
+        r.on_message(
+            pb::CoordinatorMessage {
+                message: Some(Down::CancelStep(pb::CancelStep {
+                    operation_id: "op-2".into(),
+                    step_id: "s".into(),
+                    attempt: 1,
+                    reason: String::new(),
+                })),
+            },
+            Instant::now(),
+        );
+        let res = next_result(&mut r, &mut rx).await;
+        assert_eq!(res.trace_context["traceparent"], header);
+    }
+
+    #[tokio::test]
+    async fn steps_are_counted_by_kind_and_result() {
+        let c = cluster();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let metrics = AgentMetrics::new();
+        let mut r = Runner::new(
+            c,
+            "fake",
+            Duration::from_millis(10),
+            CancellationToken::new(),
+            tx,
+            metrics.clone(),
+        );
+        r.on_message(run_step("op", 1, taint()), Instant::now());
+        next_result(&mut r, &mut rx).await;
+        let text = flotilla_proto::telemetry::metrics::encode(metrics.registry());
+        assert!(
+            text.contains("flotilla_agent_steps_total{kind=\"taint\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flotilla_agent_step_duration_seconds_count{kind=\"taint\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("flotilla_agent_steps_running 0"), "{text}");
     }
 
     #[tokio::test]

@@ -2,12 +2,16 @@
 //! one task multiplexes coordinator messages, step events, heartbeats and result re-sends onto
 //! the stream; when the stream breaks it waits (exponential backoff, full jitter, reset after a
 //! healthy session) and dials again. Steps keep running while the agent is disconnected.
+//!
+//! Each connection runs in a `session` span whose W3C trace context goes in the `Connect`
+//! call's metadata, so the coordinator's side of the session joins the agent's trace.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::fleet::v1 as pb;
 use flotilla_proto::fleet::v1::agent_gateway_client::AgentGatewayClient;
+use flotilla_proto::telemetry;
 use pb::agent_message::Message as Up;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -21,6 +25,7 @@ use super::runner::{Event, Runner};
 use super::{convert, error_chain, UplinkConfig, AGENT_VERSION};
 use crate::cluster::Cluster;
 use crate::inventory;
+use crate::metrics::AgentMetrics;
 
 /// Messages queued towards the coordinator before the session counts as congested. Results
 /// that do not fit stay in the outbox and go out at the next re-send; progress and heartbeats
@@ -46,6 +51,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// How long shutdown waits for steps to stop.
     pub shutdown_grace: Duration,
+    /// Where steps, evictions and the session's state are counted.
+    pub metrics: AgentMetrics,
 }
 
 impl From<&UplinkConfig> for Settings {
@@ -58,6 +65,7 @@ impl From<&UplinkConfig> for Settings {
             backoff: c.backoff,
             connect_timeout: c.connect_timeout,
             shutdown_grace: c.shutdown_grace,
+            metrics: c.metrics.clone(),
         }
     }
 }
@@ -92,9 +100,13 @@ pub async fn run<C: Cluster + 'static>(
             settings.progress_every,
             shutdown.clone(),
             events_tx,
+            settings.metrics.clone(),
         );
         let mut backoff = Backoff::new(settings.backoff);
         'sessions: loop {
+            // One trace per connection (the uplink span lasts the process).
+            let span = tracing::info_span!("session", cluster = %settings.cluster);
+            telemetry::set_parent_root(&span);
             let end = Session {
                 settings: &settings,
                 endpoint: &endpoint,
@@ -102,9 +114,12 @@ pub async fn run<C: Cluster + 'static>(
                 runner: &mut runner,
                 events: &mut events,
                 shutdown: &shutdown,
+                span: &span,
             }
             .run()
+            .instrument(span.clone())
             .await;
+            settings.metrics.set_connected(false);
             let (reason, established_for) = match end {
                 End::Shutdown => break,
                 End::Lost {
@@ -116,6 +131,7 @@ pub async fn run<C: Cluster + 'static>(
                 backoff.session_ended(lasted);
             }
             let delay = backoff.next_delay(&mut rand::rng());
+            settings.metrics.reconnecting();
             tracing::warn!(
                 error = %reason,
                 retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -161,6 +177,8 @@ struct Session<'a, C> {
     runner: &'a mut Runner<C>,
     events: &'a mut mpsc::UnboundedReceiver<Event>,
     shutdown: &'a CancellationToken,
+    /// This connection's span; its trace context goes in the `Connect` metadata.
+    span: &'a tracing::Span,
 }
 
 fn lost(reason: impl Into<String>, established: Option<Instant>) -> End {
@@ -199,6 +217,7 @@ impl<C: Cluster + 'static> Session<'_, C> {
             runner,
             events,
             shutdown,
+            span,
         } = self;
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return End::Shutdown,
@@ -235,9 +254,11 @@ impl<C: Cluster + 'static> Session<'_, C> {
             return lost("outbound stream closed before Hello", None);
         }
         let mut client = AgentGatewayClient::new(channel);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        telemetry::inject_metadata(span, request.metadata_mut());
         let response = tokio::select! {
             _ = shutdown.cancelled() => return End::Shutdown,
-            r = tokio::time::timeout(settings.connect_timeout, client.connect(ReceiverStream::new(rx))) => r,
+            r = tokio::time::timeout(settings.connect_timeout, client.connect(request)) => r,
         };
         let mut inbound = match response {
             Ok(Ok(r)) => r.into_inner(),
@@ -258,6 +279,7 @@ impl<C: Cluster + 'static> Session<'_, C> {
             }
         };
         let established = Instant::now();
+        settings.metrics.set_connected(true);
         let initial = runner.on_connect(established);
         tracing::info!(
             running = runner.running_len(),

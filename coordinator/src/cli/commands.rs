@@ -1,7 +1,6 @@
 //! What each `flotilla` subcommand calls on the Fleet API and prints. Input files are read and
 //! checked before connecting, so a bad template costs no call.
 
-use std::collections::HashSet;
 use std::io::Write;
 
 use flotilla_proto::fleet::v1 as pb;
@@ -373,30 +372,6 @@ async fn get_rollout(client: &mut Client, id: &str) -> Result<pb::Rollout, CliEr
         .map_err(|s| client.status(s))
 }
 
-/// How many clusters each stage selects (a cluster counts in the first stage that selects it).
-async fn stage_cluster_counts(client: &mut Client, stages: &[pb::StageSpec]) -> Result<Vec<usize>, CliError> {
-    let mut taken = HashSet::new();
-    let mut counts = Vec::new();
-    for stage in stages {
-        let list = client
-            .fleet
-            .list_clusters(pb::ListClustersRequest {
-                label_selector: stage.selector.clone(),
-            })
-            .await
-            .map_err(|s| client.status(s))?
-            .into_inner();
-        let mut n = 0;
-        for c in list.clusters {
-            if taken.insert(c.id) {
-                n += 1;
-            }
-        }
-        counts.push(n);
-    }
-    Ok(counts)
-}
-
 fn print_rollout(io: &mut Io, format: Format, r: &pb::Rollout, headline: &str) -> Result<(), CliError> {
     let now = Timestamp::now();
     let view = RolloutView::from(r);
@@ -423,20 +398,7 @@ async fn rollout(
     let now = Timestamp::now();
     match cmd {
         RolloutCommand::Create { paused, wait, .. } => {
-            let mut plan = plan.expect("loaded above");
-            if plan.needs_cluster_counts() {
-                let counts = stage_cluster_counts(&mut client, &plan.request.stages).await?;
-                plan.resolve(&counts);
-                for ((stage, conc), n) in plan.request.stages.iter().zip(&plan.concurrency).zip(&counts) {
-                    if let Some(spec::Concurrency::Percent(p)) = conc {
-                        writeln!(
-                            io.err,
-                            "stage {}: maxConcurrency {p}% of the {n} clusters it selects now = {}",
-                            stage.name, stage.max_parallel
-                        )?;
-                    }
-                }
-            }
+            let plan = plan.expect("loaded above");
             let mut request = plan.request;
             request.start_paused |= paused;
             let r = client

@@ -32,6 +32,29 @@ pub struct Io {
     pub err: Box<dyn Write + Send>,
     /// Whether `out` is a terminal (live progress bars instead of lines).
     pub live: bool,
+    /// Where live progress bars are drawn: stdout (the CLI), or stderr for a caller whose stdout
+    /// carries a machine-readable result (the demo's `--output json`).
+    pub live_target: LiveTarget,
+}
+
+/// The stream live progress bars are drawn on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LiveTarget {
+    /// Standard output.
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl LiveTarget {
+    /// The indicatif draw target.
+    pub(crate) fn draw_target(self) -> indicatif::ProgressDrawTarget {
+        match self {
+            LiveTarget::Stdout => indicatif::ProgressDrawTarget::stdout(),
+            LiveTarget::Stderr => indicatif::ProgressDrawTarget::stderr(),
+        }
+    }
 }
 
 impl Io {
@@ -39,6 +62,7 @@ impl Io {
     pub fn stdio() -> Self {
         Io {
             live: std::io::stdout().is_terminal(),
+            live_target: LiveTarget::Stdout,
             out: Box::new(std::io::stdout()),
             err: Box::new(std::io::stderr()),
         }

@@ -1175,6 +1175,8 @@ pub struct StageView {
     pub selector: String,
     /// Clusters at once.
     pub max_parallel: u32,
+    /// Clusters at once as a percentage of the stage's clusters (0: `max_parallel` applies).
+    pub max_parallel_percent: u32,
     /// Soak after the stage, seconds.
     pub soak_seconds: Option<f64>,
     /// Failures that halt the rollout.
@@ -1252,6 +1254,7 @@ impl From<&pb::Stage> for StageView {
             name: spec.name,
             selector: spec.selector,
             max_parallel: spec.max_parallel,
+            max_parallel_percent: spec.max_parallel_percent,
             soak_seconds: seconds(spec.soak.as_ref()),
             max_failures: spec.max_failures,
             require_approval: spec.require_approval,
@@ -1391,7 +1394,9 @@ pub fn rollout_detail(r: &pb::Rollout, now: Timestamp) -> String {
             or_dash(&s.selector),
             s.state.to_owned(),
             format!("{done}/{total}"),
-            if s.max_parallel == 0 {
+            if s.max_parallel_percent > 0 {
+                format!("{}%", s.max_parallel_percent)
+            } else if s.max_parallel == 0 {
                 "1".to_owned()
             } else {
                 s.max_parallel.to_string()

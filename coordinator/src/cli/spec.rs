@@ -912,6 +912,7 @@ struct RolloutFile {
     selector: SelectorValue,
     #[serde(default)]
     start_paused: bool,
+    agent_disconnect_timeout: Option<DurationValue>,
     stages: Stages,
 }
 
@@ -995,42 +996,12 @@ struct StageFile {
     require_approval: bool,
 }
 
-/// A parsed rollout spec: the request to send, with each stage's concurrency still to resolve
-/// where it is a percentage.
+/// A parsed rollout spec: the request to send (percentages, the overall selector and the
+/// disconnected-agent timeout are resolved by the coordinator).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutPlan {
-    /// The request; a stage with a percentage has `max_parallel` 0 until [`RolloutPlan::resolve`].
+    /// The request.
     pub request: pb::CreateRolloutRequest,
-    /// Each stage's concurrency as written (`None`: the coordinator's default, 1).
-    pub concurrency: Vec<Option<Concurrency>>,
-}
-
-impl RolloutPlan {
-    /// Whether any stage's concurrency is a percentage (and needs the stage's cluster count).
-    pub fn needs_cluster_counts(&self) -> bool {
-        self.concurrency
-            .iter()
-            .any(|c| matches!(c, Some(Concurrency::Percent(_))))
-    }
-
-    /// Sets each stage's `max_parallel` from its concurrency; `counts[i]` is how many clusters
-    /// stage `i` selects (only read for percentages).
-    pub fn resolve(&mut self, counts: &[usize]) {
-        for (i, (stage, conc)) in self.request.stages.iter_mut().zip(&self.concurrency).enumerate() {
-            if let Some(c) = conc {
-                stage.max_parallel = c.resolve(counts.get(i).copied().unwrap_or(0));
-            }
-        }
-    }
-}
-
-/// Joins the rollout's overall selector and a stage's (a label selector's terms are ANDed).
-fn join_selectors(overall: &str, stage: &str) -> String {
-    match (overall.trim(), stage.trim()) {
-        ("", s) => s.to_owned(),
-        (o, "") => o.to_owned(),
-        (o, s) => format!("{o},{s}"),
-    }
 }
 
 /// Turns a parsed migration into options, loading `nodegroupTemplateFile` relative to `base`.
@@ -1123,7 +1094,6 @@ pub fn parse_rollout(file: &Path, text: &str) -> Result<RolloutPlan, SpecError> 
         }
     };
     let mut stages = Vec::new();
-    let mut concurrency = Vec::new();
     for (i, stage) in spec.stages.0.into_iter().enumerate() {
         if stage.name.trim().is_empty() {
             return Err(field_error(
@@ -1134,16 +1104,19 @@ pub fn parse_rollout(file: &Path, text: &str) -> Result<RolloutPlan, SpecError> 
         let conc = stage.max_concurrency.map(|c| c.0);
         stages.push(pb::StageSpec {
             name: stage.name,
-            selector: join_selectors(&spec.selector.0, &stage.selector.0),
+            selector: stage.selector.0,
             max_parallel: match conc {
                 Some(Concurrency::Count(n)) => n,
+                _ => 0,
+            },
+            max_parallel_percent: match conc {
+                Some(Concurrency::Percent(p)) => p,
                 _ => 0,
             },
             soak: stage.soak.map(|d| d.0),
             max_failures: stage.max_failures,
             require_approval: stage.require_approval,
         });
-        concurrency.push(conc);
     }
     Ok(RolloutPlan {
         request: pb::CreateRolloutRequest {
@@ -1151,8 +1124,9 @@ pub fn parse_rollout(file: &Path, text: &str) -> Result<RolloutPlan, SpecError> 
             work: Some(pb::Work { kind: Some(work) }),
             stages,
             start_paused: spec.start_paused,
+            selector: spec.selector.0,
+            agent_disconnect_timeout: spec.agent_disconnect_timeout.map(|d| d.0),
         },
-        concurrency,
     })
 }
 

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use flotilla_proto::fleet::v1 as pb;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -19,7 +19,7 @@ use super::error::CliError;
 use super::render::{
     self, BlockerView, ClusterStateView, Format, OperationView, ProgressView, RolloutView, StepView,
 };
-use super::{Io, Outcome};
+use super::{Io, LiveTarget, Outcome};
 
 /// How many times a broken watch is opened again before giving up.
 const RECONNECTS: u32 = 5;
@@ -439,8 +439,8 @@ struct LiveOperation {
 }
 
 impl LiveOperation {
-    fn new() -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+    fn new(target: LiveTarget) -> Self {
+        let multi = MultiProgress::with_draw_target(target.draw_target());
         let header = multi.add(ProgressBar::new_spinner().with_style(header_style()));
         header.enable_steady_tick(Duration::from_millis(200));
         let blockers = multi.add(ProgressBar::new(0).with_style(line_style()));
@@ -546,7 +546,7 @@ pub async fn watch_operation(
 ) -> Result<Outcome, CliError> {
     use pb::operation_event::Event::Snapshot;
     let mut display = match format {
-        Format::Table if io.live => Display::Live(Box::new(LiveOperation::new())),
+        Format::Table if io.live => Display::Live(Box::new(LiveOperation::new(io.live_target))),
         Format::Table => Display::Lines,
         f => Display::Objects(f),
     };
@@ -858,8 +858,8 @@ struct LiveRollout {
 }
 
 impl LiveRollout {
-    fn new() -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+    fn new(target: LiveTarget) -> Self {
+        let multi = MultiProgress::with_draw_target(target.draw_target());
         let header = multi.add(ProgressBar::new_spinner().with_style(header_style()));
         header.enable_steady_tick(Duration::from_millis(200));
         LiveRollout {
@@ -988,7 +988,7 @@ pub async fn watch_rollout(
 ) -> Result<Outcome, CliError> {
     use pb::rollout_event::Event::Snapshot;
     let mut display = match format {
-        Format::Table if io.live => RolloutDisplay::Live(Box::new(LiveRollout::new())),
+        Format::Table if io.live => RolloutDisplay::Live(Box::new(LiveRollout::new(io.live_target))),
         Format::Table => RolloutDisplay::Lines,
         f => RolloutDisplay::Objects(f),
     };

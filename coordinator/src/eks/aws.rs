@@ -360,6 +360,14 @@ fn to_asg(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> AsgInfo {
         max_size: g.max_size().unwrap_or(0),
         desired_capacity: g.desired_capacity().unwrap_or(0),
         instances: g.instances().len(),
+        subnets: g
+            .vpc_zone_identifier()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
     }
 }
 

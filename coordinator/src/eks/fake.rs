@@ -260,6 +260,7 @@ impl FakeEks {
                     max_size: size.max,
                     desired_capacity: size.desired,
                     instances: usize::try_from(size.desired).unwrap_or(0),
+                    subnets: vec![format!("subnet-{nodegroup}-a"), format!("subnet-{nodegroup}-b")],
                 },
                 tags,
             },

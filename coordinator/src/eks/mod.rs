@@ -662,6 +662,8 @@ pub struct AsgInfo {
     pub desired_capacity: i32,
     /// Instances currently in the group (any lifecycle state).
     pub instances: usize,
+    /// The subnets it launches into (`VPCZoneIdentifier`), in order.
+    pub subnets: Vec<String>,
 }
 
 /// Sizes for [`Eks::scale_asg`].

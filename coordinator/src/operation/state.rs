@@ -30,6 +30,21 @@
 //!   once; a coordinator step (an EKS update that cannot be stopped) runs to its end in
 //!   [`OperationState::Cancelling`], its result is recorded, and then the operation is
 //!   `Cancelled`. A retry that was waiting is simply not run. Every cancel is recorded.
+//!
+//! # Halt
+//!
+//! [`Event::Halt`] is what a rollout sends when it stops at its failure budget: "finish the step
+//! in flight safely, then stop".
+//!
+//! - **Upgrade.** The step in flight — agent or coordinator — runs to its end in
+//!   [`OperationState::Cancelling`] (its result recorded), then the operation is `Cancelled`; a
+//!   waiting retry is not run.
+//! - **Migration, before the drain ended.** Stopping between two steps would leave old nodes
+//!   tainted and Deployments surged, so a halt is a cancel: the agent step in flight stops at its
+//!   next safe point and the migration rolls back (untaint, uncordon, restore scale; the new
+//!   group is deleted when the migration asked for that on rollback).
+//! - **Migration, after the drain.** Past the point of no return the safe end is the end: the
+//!   halt is recorded and the migration runs to completion (old group removed, scale restored).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -181,6 +196,11 @@ pub enum Event {
         /// upgrade).
         delete_new_group: bool,
     },
+    /// A rollout halts: finish the step in flight safely, then stop (see the module docs).
+    Halt {
+        /// Migration: whether the rollback also deletes the new managed group.
+        delete_new_group: bool,
+    },
     /// The cluster's agent stream closed.
     AgentDisconnected,
     /// The cluster's agent stream is back.
@@ -312,6 +332,7 @@ pub fn next(state: &OperationState, event: &Event, now: Timestamp) -> (Operation
                 (running(step, 1, now), actions)
             }
             Event::Cancel { .. } => (S::Cancelled, vec![record("cancelled before start")]),
+            Event::Halt { .. } => (S::Cancelled, vec![record("halted before start")]),
             _ => unchanged(state),
         },
         S::Running { step, attempt, .. } => on_running(state, *step, *attempt, event, now),
@@ -420,6 +441,37 @@ fn on_running(
             },
             now,
         ),
+        Event::Halt { .. } if step.plan() == Plan::Upgrade => (
+            OperationState::Cancelling {
+                step,
+                attempt,
+                started_at: match state {
+                    OperationState::Running { started_at, .. } => *started_at,
+                    _ => now,
+                },
+            },
+            vec![record(format!(
+                "halt requested during {step} (attempt {attempt}); {step} runs to its end, then the upgrade stops"
+            ))],
+        ),
+        Event::Halt { delete_new_group } => {
+            if step.can_roll_back_from() {
+                let mut actions = vec![record(format!(
+                    "halt requested during {step}; a migration cannot stop half-way, so it rolls back"
+                ))];
+                if step.runner() == Runner::Agent {
+                    actions.push(Action::CancelAgentStep { step, attempt });
+                }
+                begin_rollback(step, *delete_new_group, now, actions)
+            } else {
+                (
+                    state.clone(),
+                    vec![record(format!(
+                        "halt requested during {step}: the drain has ended, so the migration runs to its end (old group removed, scale restored)"
+                    ))],
+                )
+            }
+        }
         Event::Cancel { .. } if step.plan() == Plan::Upgrade => {
             if step.runner() == Runner::Agent {
                 (
@@ -491,10 +543,25 @@ fn on_waiting(
                 issue(step, attempt, Issue::Fresh),
             ],
         ),
-        Event::Cancel { .. } if step.plan() == Plan::Upgrade => (
+        Event::Cancel { .. } | Event::Halt { .. } if step.plan() == Plan::Upgrade => (
             OperationState::Cancelled,
             vec![record(format!(
-                "cancelled while waiting to retry {step} (attempt {attempt} not run); no later step runs"
+                "{} while waiting to retry {step} (attempt {attempt} not run); no later step runs",
+                if matches!(event, Event::Halt { .. }) { "halted" } else { "cancelled" }
+            ))],
+        ),
+        Event::Halt { delete_new_group } if step.can_roll_back_from() => begin_rollback(
+            step,
+            *delete_new_group,
+            now,
+            vec![record(format!(
+                "halted while waiting to retry {step}; a migration cannot stop half-way, so it rolls back"
+            ))],
+        ),
+        Event::Halt { .. } => (
+            state.clone(),
+            vec![record(format!(
+                "halt requested while waiting to retry {step}: the drain has ended, so the migration runs to its end"
             ))],
         ),
         Event::Cancel { delete_new_group } if step.can_roll_back_from() => {
@@ -556,6 +623,10 @@ fn on_cancelling(
         ),
         Event::Cancel { .. } => refuse_cancel(state, "it is already stopping after the step in flight"),
         Event::Resume => (state.clone(), vec![issue(step, attempt, Issue::Again)]),
+        // A halted agent step runs on: send it again to a reconnected agent.
+        Event::AgentReconnected if step.runner() == Runner::Agent => {
+            (state.clone(), vec![Action::ResendRunStep { step, attempt }])
+        }
         _ => unchanged(state),
     }
 }

@@ -458,3 +458,97 @@ fn random_event(rng: &mut StdRng, state: &OperationState) -> Event {
         _ => start(),
     }
 }
+
+#[test]
+fn halt_lets_the_step_in_flight_finish_then_stops() {
+    let halt = Event::Halt {
+        delete_new_group: false,
+    };
+    // An agent step (Inventory) is not cancelled: it finishes, then the upgrade stops.
+    let (s, _) = next(&OperationState::Pending, &start(), at(0));
+    let (s, actions) = next(&s, &halt, at(1));
+    assert!(
+        matches!(
+            s,
+            OperationState::Cancelling {
+                step: Step::Inventory,
+                attempt: 1,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::CancelAgentStep { .. })),
+        "{actions:?}"
+    );
+    // A reconnected agent gets the step again.
+    let (s2, actions) = next(&s, &Event::AgentReconnected, at(2));
+    assert_eq!(s2, s);
+    assert_eq!(
+        actions,
+        vec![Action::ResendRunStep {
+            step: Step::Inventory,
+            attempt: 1
+        }]
+    );
+    let (s, actions) = next(&s, &ok(Step::Inventory, 1), at(3));
+    assert_eq!(s, OperationState::Cancelled);
+    assert!(actions.iter().any(|a| matches!(a, Action::SaveOutputs { .. })));
+    // A waiting retry is not run.
+    let waiting = OperationState::WaitingRetry {
+        step: Step::UpgradeControlPlane,
+        attempt: 2,
+        until: at(100),
+        last_error: StepFailure {
+            attempt: 1,
+            code: "EKS_API".into(),
+            retryable: true,
+            message: "throttled".into(),
+        },
+    };
+    let (s, _) = next(&waiting, &halt, at(5));
+    assert_eq!(s, OperationState::Cancelled);
+    // Halting before the start ends the operation without running anything.
+    let (s, actions) = next(&OperationState::Pending, &halt, at(0));
+    assert_eq!(s, OperationState::Cancelled);
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::SendRunStep { .. } | Action::RunCoordinatorStep { .. })));
+}
+
+#[test]
+fn halt_rolls_a_migration_back_before_the_drain_and_lets_it_finish_after() {
+    let halt = Event::Halt {
+        delete_new_group: true,
+    };
+    let taint = running(Step::Taint, 1, at(0));
+    let (s, actions) = next(&taint, &halt, at(1));
+    assert!(
+        matches!(
+            s,
+            OperationState::RollingBack {
+                from_step: Step::Taint,
+                delete_new_group: true,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    assert!(
+        actions.contains(&Action::CancelAgentStep {
+            step: Step::Taint,
+            attempt: 1
+        }),
+        "{actions:?}"
+    );
+    let restore = running(Step::RestoreScale, 1, at(0));
+    let (s, actions) = next(&restore, &halt, at(1));
+    assert_eq!(s, restore);
+    assert!(
+        matches!(&actions[..], [Action::RecordEvent { message }] if message.contains("runs to its end")),
+        "{actions:?}"
+    );
+}

@@ -1,12 +1,12 @@
 //! An in-memory [`Store`] for unit tests of other modules: same contract as the sled one (versions,
-//! conflicts, event sequence and retention), nothing on disk.
+//! conflicts, event sequence and retention, for operations and rollouts), nothing on disk.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    apply_update, ClusterRecord, EventRecord, NewEvent, OperationRecord, Result, Store, StoreError,
-    DEFAULT_EVENT_RETENTION,
+    apply_rollout_update, apply_update, ClusterRecord, EventRecord, NewEvent, NewRolloutEvent,
+    OperationRecord, Result, RolloutEventRecord, RolloutRecord, Store, StoreError, DEFAULT_EVENT_RETENTION,
 };
 
 /// An in-memory [`Store`].
@@ -22,6 +22,9 @@ struct Inner {
     operations: BTreeMap<String, OperationRecord>,
     /// operation -> (last seq, retained events)
     events: BTreeMap<String, (u64, VecDeque<EventRecord>)>,
+    rollouts: BTreeMap<String, RolloutRecord>,
+    /// rollout -> (last seq, retained events)
+    rollout_events: BTreeMap<String, (u64, VecDeque<RolloutEventRecord>)>,
 }
 
 impl Default for MemStore {
@@ -39,6 +42,23 @@ impl MemStore {
             inner: Mutex::default(),
             event_retention: event_retention.max(1),
         }
+    }
+
+    /// Appends to a known operation's log, applying retention.
+    fn push_event(&self, inner: &mut Inner, operation: &str, event: NewEvent) -> EventRecord {
+        let (last, log) = inner.events.entry(operation.to_owned()).or_default();
+        *last += 1;
+        let record = EventRecord {
+            seq: *last,
+            at: event.at,
+            step: event.step,
+            message: event.message,
+        };
+        log.push_back(record.clone());
+        while log.len() as u64 > self.event_retention {
+            log.pop_front();
+        }
+        record
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -103,24 +123,32 @@ impl Store for MemStore {
         Ok(next)
     }
 
+    fn commit(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut OperationRecord),
+        events: &[NewEvent],
+    ) -> Result<(OperationRecord, Vec<EventRecord>)> {
+        let mut inner = self.lock();
+        let Some(current) = inner.operations.get(id) else {
+            return Err(StoreError::NotFound(id.to_owned()));
+        };
+        let next = apply_update(current, expected_version, f)?;
+        inner.operations.insert(id.to_owned(), next.clone());
+        let records = events
+            .iter()
+            .map(|e| self.push_event(&mut inner, id, e.clone()))
+            .collect();
+        Ok((next, records))
+    }
+
     fn append_event(&self, operation: &str, event: NewEvent) -> Result<EventRecord> {
         let mut inner = self.lock();
         if !inner.operations.contains_key(operation) {
             return Err(StoreError::NotFound(operation.to_owned()));
         }
-        let (last, log) = inner.events.entry(operation.to_owned()).or_default();
-        *last += 1;
-        let record = EventRecord {
-            seq: *last,
-            at: event.at,
-            step: event.step,
-            message: event.message,
-        };
-        log.push_back(record.clone());
-        while log.len() as u64 > self.event_retention {
-            log.pop_front();
-        }
-        Ok(record)
+        Ok(self.push_event(&mut inner, operation, event))
     }
 
     fn list_events(&self, operation: &str, since: u64) -> Result<Vec<EventRecord>> {
@@ -134,5 +162,77 @@ impl Store for MemStore {
 
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn create_rollout(&self, rollout: &RolloutRecord) -> Result<RolloutRecord> {
+        let mut inner = self.lock();
+        let id = rollout.rollout.id.clone();
+        if inner.rollouts.contains_key(&id) {
+            return Err(StoreError::RolloutExists(id));
+        }
+        let mut record = rollout.clone();
+        record.version = 1;
+        inner.rollouts.insert(id, record.clone());
+        Ok(record)
+    }
+
+    fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>> {
+        Ok(self.lock().rollouts.get(id).cloned())
+    }
+
+    fn list_rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        Ok(self.lock().rollouts.values().cloned().collect())
+    }
+
+    fn update_rollout(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut RolloutRecord),
+    ) -> Result<RolloutRecord> {
+        let mut inner = self.lock();
+        let Some(current) = inner.rollouts.get(id) else {
+            return Err(StoreError::RolloutNotFound(id.to_owned()));
+        };
+        let next = apply_rollout_update(current, expected_version, f)?;
+        inner.rollouts.insert(id.to_owned(), next.clone());
+        Ok(next)
+    }
+
+    fn append_rollout_events(
+        &self,
+        rollout: &str,
+        events: &[NewRolloutEvent],
+    ) -> Result<Vec<RolloutEventRecord>> {
+        let mut inner = self.lock();
+        if !inner.rollouts.contains_key(rollout) {
+            return Err(StoreError::RolloutNotFound(rollout.to_owned()));
+        }
+        let (last, log) = inner.rollout_events.entry(rollout.to_owned()).or_default();
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            *last += 1;
+            let record = RolloutEventRecord {
+                seq: *last,
+                at: event.at,
+                cluster: event.cluster.clone(),
+                message: event.message.clone(),
+            };
+            log.push_back(record.clone());
+            records.push(record);
+        }
+        while log.len() as u64 > self.event_retention {
+            log.pop_front();
+        }
+        Ok(records)
+    }
+
+    fn list_rollout_events(&self, rollout: &str, since: u64) -> Result<Vec<RolloutEventRecord>> {
+        Ok(self
+            .lock()
+            .rollout_events
+            .get(rollout)
+            .map(|(_, log)| log.iter().filter(|e| e.seq > since).cloned().collect())
+            .unwrap_or_default())
     }
 }

@@ -1,5 +1,6 @@
 //! The coordinator's durable store: clusters, operations with each step's state and attempts, and an
-//! append-only, bounded event log per operation. Every transition is written (and flushed) before it is
+//! append-only, bounded event log per operation; rollouts (the state machine's [`Rollout`], stored
+//! whole) with an event log per rollout. Every transition is written (and flushed) before it is
 //! acted on, so a coordinator killed at any moment resumes from what it last acknowledged.
 //!
 //! [`Store`] is the trait domain logic sees; [`sled::SledStore`] is the one real implementation and
@@ -8,6 +9,8 @@
 pub mod fake;
 pub mod sled;
 
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;
 
@@ -19,12 +22,17 @@ use serde::{Deserialize, Serialize};
 
 pub use self::fake::MemStore;
 pub use self::sled::SledStore;
+use crate::rollout::Rollout;
 
 /// The on-disk layout version. Bump it when a stored type changes incompatibly; an older or newer data
 /// dir is then refused with [`StoreError::Schema`] instead of being misread.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// History: 1 — first layout; 2 — operations carry the state machine's state (`machine`), the
+/// rollout and caller that started them, start and finish times; steps carry the typed error; rollouts and rollout event logs.
+pub const SCHEMA_VERSION: u32 = 2;
 
-/// How many events are kept per operation unless configured otherwise; older ones are dropped.
+/// How many events are kept per operation (and per rollout) unless configured otherwise; older ones
+/// are dropped.
 pub const DEFAULT_EVENT_RETENTION: u64 = 1000;
 
 /// A cluster the coordinator knows about, keyed by [`ClusterRecord::name`].
@@ -96,6 +104,8 @@ pub enum StepState {
     Failed,
     /// Not run, on purpose (for example a rollback made it moot).
     Skipped,
+    /// Stopped while running (the operation was cancelled and rolled back).
+    Cancelled,
 }
 
 /// One step of an operation, with its state and attempt count.
@@ -119,6 +129,13 @@ pub struct StepRecord {
     /// The error of the latest failed attempt.
     #[serde(default)]
     pub error: Option<String>,
+    /// The stable code of that error (`DRAIN_BLOCKED`, `EKS_API`, ...).
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// That error as the agent sent it, when an agent step failed: the protobuf `StepError`,
+    /// base64-encoded, so the API can return it whole (blockers and details included).
+    #[serde(default)]
+    pub error_detail: Option<String>,
     /// Outputs a later step needs (for example recorded replica counts), as the step defines them.
     #[serde(default)]
     pub outputs: serde_json::Value,
@@ -140,8 +157,24 @@ pub struct OperationRecord {
     pub state: OperationState,
     /// The planned steps, in order.
     pub steps: Vec<StepRecord>,
+    /// The state machine's state ([`crate::operation::OperationState`]), the source of truth the
+    /// engine resumes from; `state` and `steps` are kept in sync with it for display.
+    #[serde(default)]
+    pub machine: Option<crate::operation::OperationState>,
+    /// The rollout that started it, if any.
+    #[serde(default)]
+    pub rollout_id: Option<String>,
+    /// Who started it: the caller's identity URI (`spiffe://flotilla/operator/operator/alice`).
+    #[serde(default)]
+    pub created_by: String,
     /// When it was accepted.
     pub created_at: Timestamp,
+    /// When its first step started.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When it reached a final state.
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
     /// When it last changed (set by the caller, who owns the clock).
     pub updated_at: Timestamp,
     /// Optimistic-concurrency counter: 1 on create, +1 on every [`Store::update_operation`]. Set by
@@ -171,6 +204,43 @@ pub struct EventRecord {
     pub at: Timestamp,
     /// The step it concerns, if any.
     pub step: Option<String>,
+    /// What happened, briefly.
+    pub message: String,
+}
+
+/// A rollout as stored, keyed by its id (`rollout.id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The rollout: spec, stages, clusters, as the state machine left it.
+    pub rollout: Rollout,
+    /// When it last changed (set by the caller, who owns the clock).
+    pub updated_at: Timestamp,
+    /// Optimistic-concurrency counter: 1 on create, +1 on every [`Store::update_rollout`]. Set by the
+    /// store; whatever a caller puts here is ignored.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// An event to append to a rollout's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRolloutEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// The cluster it concerns, if any.
+    pub cluster: Option<String>,
+    /// What happened, briefly.
+    pub message: String,
+}
+
+/// A stored rollout event: a [`NewRolloutEvent`] with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutEventRecord {
+    /// Per-rollout sequence number: 1, 2, 3, ... without gaps, never reused.
+    pub seq: u64,
+    /// When it happened.
+    pub at: Timestamp,
+    /// The cluster it concerns, if any.
+    pub cluster: Option<String>,
     /// What happened, briefly.
     pub message: String,
 }
@@ -220,6 +290,22 @@ pub enum StoreError {
         /// The version now stored.
         found: u64,
     },
+    /// [`Store::create_rollout`] with an id that is already taken.
+    #[error("rollout {0} already exists")]
+    RolloutExists(String),
+    /// No rollout with this id.
+    #[error("rollout {0} not found")]
+    RolloutNotFound(String),
+    /// [`Store::update_rollout`] lost a race: the record is no longer at the expected version.
+    #[error("rollout {id} changed concurrently: expected version {expected}, found {found}")]
+    RolloutConflict {
+        /// Rollout id.
+        id: String,
+        /// The version the caller read.
+        expected: u64,
+        /// The version now stored.
+        found: u64,
+    },
 }
 
 impl StoreError {
@@ -259,6 +345,17 @@ pub trait Store: Send + Sync {
         f: &mut dyn FnMut(&mut OperationRecord),
     ) -> Result<OperationRecord>;
 
+    /// [`Store::update_operation`] and [`Store::append_event`] for each of `events`, in one atomic
+    /// write: either the new record and all its events are durable, or none of them. This is how a
+    /// state transition and the log lines that describe it are persisted before they are acted on.
+    fn commit(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut OperationRecord),
+        events: &[NewEvent],
+    ) -> Result<(OperationRecord, Vec<EventRecord>)>;
+
     /// Appends an event to the operation's log with the next sequence number, dropping the oldest
     /// events beyond the retention bound. [`StoreError::NotFound`] if there is no such operation.
     fn append_event(&self, operation: &str, event: NewEvent) -> Result<EventRecord>;
@@ -267,6 +364,35 @@ pub trait Store: Send + Sync {
 
     /// Makes every earlier write durable (writes already do; this is for shutdown paths).
     fn flush(&self) -> Result<()>;
+
+    /// Stores a new rollout at version 1 and returns it; [`StoreError::RolloutExists`] if the id is
+    /// taken.
+    fn create_rollout(&self, rollout: &RolloutRecord) -> Result<RolloutRecord>;
+    /// The rollout `id`, if any.
+    fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>>;
+    /// Every rollout, ordered by id.
+    fn list_rollouts(&self) -> Result<Vec<RolloutRecord>>;
+    /// Compare-and-swap, as [`Store::update_operation`]: applies `f` if the rollout is still at
+    /// `expected_version`, stores it at `expected_version + 1` and returns it;
+    /// [`StoreError::RolloutConflict`] or [`StoreError::RolloutNotFound`] otherwise. `f` may not
+    /// change the rollout's id or the version (those are restored).
+    fn update_rollout(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut RolloutRecord),
+    ) -> Result<RolloutRecord>;
+
+    /// Appends events to the rollout's log in order, with the next sequence numbers, in one durable
+    /// write, dropping the oldest beyond the retention bound. [`StoreError::RolloutNotFound`] if
+    /// there is no such rollout.
+    fn append_rollout_events(
+        &self,
+        rollout: &str,
+        events: &[NewRolloutEvent],
+    ) -> Result<Vec<RolloutEventRecord>>;
+    /// The rollout's retained events with `seq > since`, oldest first.
+    fn list_rollout_events(&self, rollout: &str, since: u64) -> Result<Vec<RolloutEventRecord>>;
 }
 
 /// Applies an update closure, keeping the fields the store owns.
@@ -286,6 +412,26 @@ fn apply_update(
     f(&mut next);
     next.id.clone_from(&current.id);
     next.cluster.clone_from(&current.cluster);
+    next.version = expected_version + 1;
+    Ok(next)
+}
+
+/// Applies a rollout update closure, keeping the fields the store owns.
+fn apply_rollout_update(
+    current: &RolloutRecord,
+    expected_version: u64,
+    f: &mut dyn FnMut(&mut RolloutRecord),
+) -> Result<RolloutRecord> {
+    if current.version != expected_version {
+        return Err(StoreError::RolloutConflict {
+            id: current.rollout.id.clone(),
+            expected: expected_version,
+            found: current.version,
+        });
+    }
+    let mut next = current.clone();
+    f(&mut next);
+    next.rollout.id.clone_from(&current.rollout.id);
     next.version = expected_version + 1;
     Ok(next)
 }

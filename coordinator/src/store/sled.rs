@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    apply_update, ClusterRecord, EventRecord, NewEvent, OperationRecord, Result, Store, StoreError,
-    DEFAULT_EVENT_RETENTION, SCHEMA_VERSION,
+    apply_rollout_update, apply_update, ClusterRecord, EventRecord, NewEvent, NewRolloutEvent,
+    OperationRecord, Result, RolloutEventRecord, RolloutRecord, Store, StoreError, DEFAULT_EVENT_RETENTION,
+    SCHEMA_VERSION,
 };
 
 /// Key of the schema version in the `meta` tree (value: the version as decimal ASCII).
@@ -47,6 +48,13 @@ pub struct SledStore {
     events: Tree,
     /// operation -> last assigned seq (u64 big-endian); survives retention dropping every old event.
     event_seq: Tree,
+    /// id -> RolloutRecord
+    rollouts: Tree,
+    /// (rollout, seq) -> RolloutEventRecord
+    rollout_events: Tree,
+    /// rollout -> last assigned seq (u64 big-endian).
+    rollout_event_seq: Tree,
+    /// Events kept per operation and per rollout.
     event_retention: u64,
 }
 
@@ -73,6 +81,9 @@ impl SledStore {
             ops_by_cluster: tree("ops_by_cluster")?,
             events: tree("events")?,
             event_seq: tree("event_seq")?,
+            rollouts: tree("rollouts")?,
+            rollout_events: tree("rollout_events")?,
+            rollout_event_seq: tree("rollout_event_seq")?,
             event_retention: options.event_retention.max(1),
             db,
         };
@@ -94,9 +105,17 @@ impl SledStore {
                 .and_then(|s| s.parse::<u32>().ok())
                 .unwrap_or(0),
             None => {
-                let empty = [&self.clusters, &self.operations, &self.events, &self.event_seq]
-                    .iter()
-                    .all(|t| t.is_empty());
+                let empty = [
+                    &self.clusters,
+                    &self.operations,
+                    &self.events,
+                    &self.event_seq,
+                    &self.rollouts,
+                    &self.rollout_events,
+                    &self.rollout_event_seq,
+                ]
+                .iter()
+                .all(|t| t.is_empty());
                 if !empty {
                     0
                 } else {
@@ -113,6 +132,23 @@ impl SledStore {
                 found,
                 expected: SCHEMA_VERSION,
             });
+        }
+        Ok(())
+    }
+
+    /// Retention: drops everything older than the newest `event_retention` events, given the last
+    /// sequence number. Outside the transaction (sled transactions cannot scan); a crash here only
+    /// leaves a few extra events until the next append.
+    fn prune(&self, operation: &str, last_seq: u64) -> Result<()> {
+        if last_seq > self.event_retention {
+            let first_kept = last_seq - self.event_retention + 1;
+            let stale = self
+                .events
+                .range(event_key(operation, 0)..event_key(operation, first_kept));
+            for kv in stale {
+                let (k, _) = kv.map_err(StoreError::backend)?;
+                self.events.remove(k).map_err(StoreError::backend)?;
+            }
         }
         Ok(())
     }
@@ -149,6 +185,33 @@ fn decode<T: DeserializeOwned>(what: impl Fn() -> String, bytes: &[u8]) -> Resul
 
 fn decode_seq(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Appends one event inside a transaction over the events and sequence trees.
+fn append_in(
+    events: &::sled::transaction::TransactionalTree,
+    seqs: &::sled::transaction::TransactionalTree,
+    operation: &str,
+    event: &NewEvent,
+) -> std::result::Result<EventRecord, ConflictableTransactionError<StoreError>> {
+    let seq = seqs
+        .get(operation.as_bytes())?
+        .map(|v| decode_seq(&v))
+        .unwrap_or(0)
+        + 1;
+    let record = EventRecord {
+        seq,
+        at: event.at,
+        step: event.step.clone(),
+        message: event.message.clone(),
+    };
+    let v = match encode(|| format!("event {operation}#{seq}"), &record) {
+        Ok(v) => v,
+        Err(e) => return abort(e),
+    };
+    events.insert(event_key(operation, seq), v)?;
+    seqs.insert(operation.as_bytes(), &seq.to_be_bytes())?;
+    Ok(record)
 }
 
 /// Turns a transaction's outcome into ours.
@@ -270,43 +333,60 @@ impl Store for SledStore {
         }
     }
 
+    fn commit(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut OperationRecord),
+        events: &[NewEvent],
+    ) -> Result<(OperationRecord, Vec<EventRecord>)> {
+        // Apply `f` outside the transaction (whose closure may run more than once), then write only
+        // if the record is still the one `f` saw: a compare-and-swap spanning the event log.
+        let Some(old) = self.operations.get(id.as_bytes()).map_err(StoreError::backend)? else {
+            return Err(StoreError::NotFound(id.to_owned()));
+        };
+        let current: OperationRecord = decode(|| format!("operation {id}"), &old)?;
+        let next = apply_update(&current, expected_version, f)?;
+        let v = encode(|| format!("operation {id}"), &next)?;
+        let r = (&self.operations, &self.events, &self.event_seq).transaction(|(ops, evs, seqs)| {
+            match ops.get(id.as_bytes())? {
+                None => return abort(StoreError::NotFound(id.to_owned())),
+                Some(now) if now != old => {
+                    let found = decode::<OperationRecord>(|| format!("operation {id}"), &now)
+                        .map(|o| o.version)
+                        .unwrap_or(0);
+                    return abort(StoreError::Conflict {
+                        id: id.to_owned(),
+                        expected: expected_version,
+                        found,
+                    });
+                }
+                Some(_) => {}
+            }
+            ops.insert(id.as_bytes(), v.as_slice())?;
+            let mut records = Vec::with_capacity(events.len());
+            for event in events {
+                records.push(append_in(evs, seqs, id, event)?);
+            }
+            Ok(records)
+        });
+        let records = tx_result(r)?;
+        if let Some(last) = records.last() {
+            self.prune(id, last.seq)?;
+        }
+        self.durable()?;
+        Ok((next, records))
+    }
+
     fn append_event(&self, operation: &str, event: NewEvent) -> Result<EventRecord> {
         let r = (&self.operations, &self.events, &self.event_seq).transaction(|(ops, events, seqs)| {
             if ops.get(operation.as_bytes())?.is_none() {
                 return abort(StoreError::NotFound(operation.to_owned()));
             }
-            let seq = seqs
-                .get(operation.as_bytes())?
-                .map(|v| decode_seq(&v))
-                .unwrap_or(0)
-                + 1;
-            let record = EventRecord {
-                seq,
-                at: event.at,
-                step: event.step.clone(),
-                message: event.message.clone(),
-            };
-            let v = match encode(|| format!("event {operation}#{seq}"), &record) {
-                Ok(v) => v,
-                Err(e) => return abort(e),
-            };
-            events.insert(event_key(operation, seq), v)?;
-            seqs.insert(operation.as_bytes(), &seq.to_be_bytes())?;
-            Ok(record)
+            append_in(events, seqs, operation, &event)
         });
         let record = tx_result(r)?;
-        // Retention: drop everything older than the newest `event_retention`. Outside the transaction
-        // (sled transactions cannot scan); a crash here only leaves a few extra events until the next append.
-        if record.seq > self.event_retention {
-            let first_kept = record.seq - self.event_retention + 1;
-            let stale = self
-                .events
-                .range(event_key(operation, 0)..event_key(operation, first_kept));
-            for kv in stale {
-                let (k, _) = kv.map_err(StoreError::backend)?;
-                self.events.remove(k).map_err(StoreError::backend)?;
-            }
-        }
+        self.prune(operation, record.seq)?;
         self.durable()?;
         Ok(record)
     }
@@ -326,5 +406,138 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.durable()
+    }
+
+    fn create_rollout(&self, rollout: &RolloutRecord) -> Result<RolloutRecord> {
+        let mut record = rollout.clone();
+        record.version = 1;
+        let id = record.rollout.id.clone();
+        let v = encode(|| format!("rollout {id}"), &record)?;
+        match self
+            .rollouts
+            .compare_and_swap(id.as_bytes(), None::<&[u8]>, Some(v))
+            .map_err(StoreError::backend)?
+        {
+            Ok(()) => {
+                self.durable()?;
+                Ok(record)
+            }
+            Err(_) => Err(StoreError::RolloutExists(id)),
+        }
+    }
+
+    fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>> {
+        match self.rollouts.get(id.as_bytes()).map_err(StoreError::backend)? {
+            Some(v) => Ok(Some(decode(|| format!("rollout {id}"), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        self.rollouts
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(StoreError::backend)?;
+                decode(|| format!("rollout {}", String::from_utf8_lossy(&k)), &v)
+            })
+            .collect()
+    }
+
+    fn update_rollout(
+        &self,
+        id: &str,
+        expected_version: u64,
+        f: &mut dyn FnMut(&mut RolloutRecord),
+    ) -> Result<RolloutRecord> {
+        let Some(old) = self.rollouts.get(id.as_bytes()).map_err(StoreError::backend)? else {
+            return Err(StoreError::RolloutNotFound(id.to_owned()));
+        };
+        let current: RolloutRecord = decode(|| format!("rollout {id}"), &old)?;
+        let next = apply_rollout_update(&current, expected_version, f)?;
+        let v = encode(|| format!("rollout {id}"), &next)?;
+        match self
+            .rollouts
+            .compare_and_swap(id.as_bytes(), Some(old), Some(v))
+            .map_err(StoreError::backend)?
+        {
+            Ok(()) => {
+                self.durable()?;
+                Ok(next)
+            }
+            Err(cas) => {
+                let found = match cas.current {
+                    Some(bytes) => decode::<RolloutRecord>(|| format!("rollout {id}"), &bytes)?.version,
+                    None => return Err(StoreError::RolloutNotFound(id.to_owned())),
+                };
+                Err(StoreError::RolloutConflict {
+                    id: id.to_owned(),
+                    expected: expected_version,
+                    found,
+                })
+            }
+        }
+    }
+
+    fn append_rollout_events(
+        &self,
+        rollout: &str,
+        events: &[NewRolloutEvent],
+    ) -> Result<Vec<RolloutEventRecord>> {
+        let r = (&self.rollouts, &self.rollout_events, &self.rollout_event_seq).transaction(
+            |(rollouts, log, seqs)| {
+                if rollouts.get(rollout.as_bytes())?.is_none() {
+                    return abort(StoreError::RolloutNotFound(rollout.to_owned()));
+                }
+                let mut seq = seqs.get(rollout.as_bytes())?.map(|v| decode_seq(&v)).unwrap_or(0);
+                let mut records = Vec::with_capacity(events.len());
+                for event in events {
+                    seq += 1;
+                    let record = RolloutEventRecord {
+                        seq,
+                        at: event.at,
+                        cluster: event.cluster.clone(),
+                        message: event.message.clone(),
+                    };
+                    let v = match encode(|| format!("event {rollout}#{seq}"), &record) {
+                        Ok(v) => v,
+                        Err(e) => return abort(e),
+                    };
+                    log.insert(event_key(rollout, seq), v)?;
+                    records.push(record);
+                }
+                seqs.insert(rollout.as_bytes(), &seq.to_be_bytes())?;
+                Ok(records)
+            },
+        );
+        let records = tx_result(r)?;
+        // Retention, as for operation events: outside the transaction; a crash here only leaves a
+        // few extra events until the next append.
+        if let Some(last) = records.last().map(|r| r.seq) {
+            if last > self.event_retention {
+                let first_kept = last - self.event_retention + 1;
+                let stale = self
+                    .rollout_events
+                    .range(event_key(rollout, 0)..event_key(rollout, first_kept));
+                for kv in stale {
+                    let (k, _) = kv.map_err(StoreError::backend)?;
+                    self.rollout_events.remove(k).map_err(StoreError::backend)?;
+                }
+            }
+        }
+        self.durable()?;
+        Ok(records)
+    }
+
+    fn list_rollout_events(&self, rollout: &str, since: u64) -> Result<Vec<RolloutEventRecord>> {
+        let Some(start) = since.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.rollout_events
+            .range(event_key(rollout, start)..=event_key(rollout, u64::MAX))
+            .map(|kv| {
+                let (_, v) = kv.map_err(StoreError::backend)?;
+                decode(|| format!("event of rollout {rollout}"), &v)
+            })
+            .collect()
     }
 }

@@ -32,6 +32,8 @@ fn operation(id: &str, cluster: &str) -> OperationRecord {
         started_at: None,
         finished_at: None,
         error: None,
+        error_code: None,
+        error_detail: None,
         outputs: serde_json::Value::Null,
     };
     OperationRecord {
@@ -41,7 +43,12 @@ fn operation(id: &str, cluster: &str) -> OperationRecord {
         params: serde_json::json!({ "surge_percent": 100 }),
         state: OperationState::Pending,
         steps: vec![step("1", "CreateManagedNodegroup"), step("2", "WaitNodesReady")],
+        machine: None,
+        rollout_id: None,
+        created_by: "spiffe://flotilla/operator/operator/test".into(),
         created_at: at(0),
+        started_at: None,
+        finished_at: None,
         updated_at: at(0),
         version: 0,
     }
@@ -153,6 +160,35 @@ fn contract(store: &dyn Store) {
     assert_eq!(store.list_events("op-1", 0).unwrap()[0].message, "event 1");
     assert!(matches!(
         store.append_event("nope", event(1)),
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Commit: the record and its events together, sequence numbers continuing; a conflict writes
+    // neither.
+    let (op, evs) = store
+        .commit(
+            "op-1",
+            2,
+            &mut |op| op.state = OperationState::Succeeded,
+            &[event(4), event(5)],
+        )
+        .unwrap();
+    assert_eq!((op.version, op.state), (3, OperationState::Succeeded));
+    assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+    let lost = store.commit(
+        "op-1",
+        2,
+        &mut |op| op.state = OperationState::Failed,
+        &[event(6)],
+    );
+    assert!(matches!(lost, Err(StoreError::Conflict { .. })), "{lost:?}");
+    assert_eq!(seqs("op-1", 0), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        store.get_operation("op-1").unwrap().map(|o| o.state),
+        Some(OperationState::Succeeded)
+    );
+    assert!(matches!(
+        store.commit("nope", 1, &mut |_| {}, &[event(1)]),
         Err(StoreError::NotFound(_))
     ));
     store.flush().unwrap();

@@ -230,6 +230,7 @@ fn operation_events(cluster: &str) -> Vec<pb::OperationEvent> {
         ev(
             1,
             Event::Progress(pb::StepProgress {
+                trace_context: Default::default(),
                 operation_id: id.clone(),
                 step_id: "3".into(),
                 attempt: 1,
@@ -305,7 +306,7 @@ pub fn fixed_rollout() -> pb::Rollout {
                 ..Default::default()
             },
         ],
-        start_paused: false,
+        ..Default::default()
     })
 }
 

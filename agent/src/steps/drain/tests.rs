@@ -415,6 +415,62 @@ async fn skip_node_leaves_it_cordoned_and_reports_it() {
     assert!(st.events.iter().any(|e| e.reason == "FlotillaDrainSkipped"));
 }
 
+/// Keeps what the drain observed (for metrics).
+#[derive(Default)]
+struct Observed(Mutex<Vec<Observation>>);
+
+impl ProgressSink for Observed {
+    fn report(&self, _progress: Progress) {}
+
+    fn observe(&self, o: Observation) {
+        self.0.lock().expect("observed").push(o);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn evictions_refusals_and_node_drains_are_observed() {
+    let fake = stuck().await;
+    let p = Params {
+        node_timeout: Duration::from_secs(30),
+        force: true,
+        on_blocked: OnBlocked::SkipNode,
+        ..fast("ng-old")
+    };
+    let seen = Observed::default();
+    let out = run(&fake, &p, &seen).await.expect("drain");
+    let seen = seen.0.into_inner().expect("observed");
+    let allowed = seen
+        .iter()
+        .filter(|o| **o == Observation::Eviction(EvictionOutcome::Allowed))
+        .count() as u64;
+    assert_eq!(allowed, out.evicted);
+    let refused: Vec<&Vec<String>> = seen
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Eviction(EvictionOutcome::Refused429 { pdbs }) => Some(pdbs),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len() as u64, out.refusals);
+    assert!(!refused.is_empty());
+    assert!(
+        refused.iter().all(|p| p.as_slice() == ["shop/cache".to_string()]),
+        "{refused:?}"
+    );
+    let nodes: Vec<(NodeDrainOutcome, Duration)> = seen
+        .iter()
+        .filter_map(|o| match o {
+            Observation::NodeDrain { outcome, took } => Some((*outcome, *took)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert!(nodes.iter().any(|(o, _)| *o == NodeDrainOutcome::Drained));
+    assert!(nodes
+        .iter()
+        .any(|(o, took)| *o == NodeDrainOutcome::Skipped && *took >= Duration::from_secs(30)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn force_after_deletes_and_records_it_loudly() {
     let fake = stuck().await;

@@ -321,6 +321,7 @@ fn rollout() -> pb::Rollout {
                     }),
                     max_failures: 2,
                     require_approval: false,
+                    max_parallel_percent: 0,
                 }),
                 state: pb::RolloutState::Succeeded as i32,
                 clusters: vec![
@@ -356,6 +357,7 @@ fn rollout() -> pb::Rollout {
         created_at: ts(NOW - 3600),
         finished_at: None,
         reason: String::new(),
+        ..Default::default()
     }
 }
 

@@ -308,7 +308,7 @@ fn rollout_err(text: &str) -> String {
 
 #[test]
 fn good_rollout_maps_onto_create_rollout_request() {
-    let mut plan = rollout(GOOD_ROLLOUT).unwrap();
+    let plan = rollout(GOOD_ROLLOUT).unwrap();
     let req = &plan.request;
     assert_eq!(req.name, "migrate-fleet");
     let Some(pb::work::Kind::Migration(m)) = req.work.as_ref().and_then(|w| w.kind.clone()) else {
@@ -327,15 +327,22 @@ fn good_rollout_maps_onto_create_rollout_request() {
         }))
     ));
     assert_eq!(req.stages.len(), 2);
-    assert_eq!(req.stages[0].selector, "team=payments,env=dev");
+    assert_eq!(req.selector, "team=payments");
+    assert_eq!(req.stages[0].selector, "env=dev");
+    assert_eq!(req.stages[0].max_parallel_percent, 100);
+    assert_eq!(req.stages[0].max_parallel, 0);
     assert_eq!(req.stages[0].soak.unwrap().seconds, 60);
     assert_eq!(req.stages[0].max_failures, 1);
     assert_eq!(req.stages[1].max_parallel, 10);
+    assert_eq!(req.stages[1].max_parallel_percent, 0);
     assert!(req.stages[1].require_approval && !req.stages[0].require_approval);
-    assert!(plan.needs_cluster_counts());
-    plan.resolve(&[3, 40]);
-    assert_eq!(plan.request.stages[0].max_parallel, 3);
-    assert_eq!(plan.request.stages[1].max_parallel, 10);
+    assert!(req.agent_disconnect_timeout.is_none());
+}
+
+#[test]
+fn agent_disconnect_timeout_is_passed_on() {
+    let plan = rollout(&format!("{GOOD_ROLLOUT}agentDisconnectTimeout: 5m\n")).unwrap();
+    assert_eq!(plan.request.agent_disconnect_timeout.unwrap().seconds, 300);
 }
 
 #[test]
@@ -349,8 +356,8 @@ fn upgrade_rollout() {
     };
     assert_eq!(u.target_version, "1.35");
     assert!(u.force && !u.migrate_self_managed && u.migration.is_none());
-    assert!(!plan.needs_cluster_counts());
     assert_eq!(plan.request.stages[0].max_parallel, 0);
+    assert_eq!(plan.request.stages[0].max_parallel_percent, 0);
 }
 
 #[test]

@@ -1,0 +1,414 @@
+//! Store tests for rollouts: the contract on both implementations, sled across a reopen, and
+//! acknowledged rollout writes surviving a SIGKILL.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::rollout::spec::{Concurrency, MinorVersion, RolloutSpec, StageSpec, UpgradeSpec, Work};
+use crate::rollout::{next, ClusterFacts, ClusterInventory, Event, Outcome, Rollout, Selector};
+
+fn at(s: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + s).expect("valid timestamp")
+}
+
+/// A started rollout over `n` clusters in two stages.
+fn rollout(id: &str, n: usize) -> Rollout {
+    let stage = |name: &str, sel: &str| StageSpec {
+        name: name.into(),
+        selector: Selector::parse(sel).expect("valid"),
+        max_concurrency: Concurrency::Percent(50),
+        soak: Duration::from_secs(60),
+        max_failures: 2,
+        require_approval: name == "prod",
+    };
+    let spec = RolloutSpec {
+        name: format!("upgrade {id}"),
+        work: Work::Upgrade(UpgradeSpec {
+            target: MinorVersion::parse_target("1.35").expect("valid"),
+            force: false,
+            migrate_self_managed: false,
+            migration: None,
+        }),
+        selector: Selector::everything(),
+        stages: vec![stage("dev", "env=dev"), stage("prod", "env=prod")],
+        agent_disconnect_timeout: Duration::from_secs(600),
+        start_paused: false,
+    };
+    let clusters = (0..n)
+        .map(|i| ClusterFacts {
+            name: format!("c{i:04}"),
+            labels: BTreeMap::from([("env".into(), if i % 3 == 0 { "dev" } else { "prod" }.into())]),
+            connected: true,
+            last_seen: Some(at(0)),
+            inventory: Some(ClusterInventory {
+                version: "v1.33.4-eks-1".into(),
+                self_managed_nodegroups: vec!["ng-old".into()],
+            }),
+        })
+        .collect();
+    let r = Rollout::new(id, spec, "alice", at(0));
+    next(&r, &Event::Start { clusters }, at(1)).0
+}
+
+fn record(r: Rollout) -> RolloutRecord {
+    RolloutRecord {
+        rollout: r,
+        updated_at: at(1),
+        version: 0,
+    }
+}
+
+fn line(i: u64, cluster: Option<&str>) -> NewRolloutEvent {
+    NewRolloutEvent {
+        at: at(i as i64),
+        cluster: cluster.map(str::to_string),
+        message: format!("line {i}"),
+    }
+}
+
+fn contract(store: &dyn Store) {
+    let created = store.create_rollout(&record(rollout("r-1", 6))).unwrap();
+    assert_eq!(created.version, 1);
+    assert_eq!(store.get_rollout("r-1").unwrap(), Some(created.clone()));
+    assert_eq!(store.get_rollout("nope").unwrap(), None);
+    assert!(matches!(
+        store.create_rollout(&record(rollout("r-1", 1))),
+        Err(StoreError::RolloutExists(id)) if id == "r-1"
+    ));
+    store.create_rollout(&record(rollout("r-0", 2))).unwrap();
+    let ids: Vec<String> = store
+        .list_rollouts()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.rollout.id)
+        .collect();
+    assert_eq!(ids, ["r-0", "r-1"]);
+
+    // CAS with the state machine's next state; the id and version are the store's.
+    let before = created.rollout.clone();
+    let (after, _) = next(
+        &before,
+        &Event::OperationFinished {
+            cluster: "c0000".into(),
+            operation_id: "r-1/c0000/1".into(),
+            outcome: Outcome::Succeeded,
+        },
+        at(2),
+    );
+    assert_ne!(after, before);
+    let updated = store
+        .update_rollout("r-1", 1, &mut |rec| {
+            rec.rollout = after.clone();
+            rec.rollout.id = "hijack".into();
+            rec.updated_at = at(2);
+            rec.version = 99;
+        })
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.rollout.id, "r-1");
+    assert_eq!(updated.rollout.stages, after.stages);
+    assert_eq!(store.get_rollout("r-1").unwrap(), Some(updated));
+    let conflict = store.update_rollout("r-1", 1, &mut |_| {});
+    assert!(
+        matches!(
+            conflict,
+            Err(StoreError::RolloutConflict {
+                expected: 1,
+                found: 2,
+                ..
+            })
+        ),
+        "{conflict:?}"
+    );
+    assert!(matches!(
+        store.update_rollout("nope", 1, &mut |_| {}),
+        Err(StoreError::RolloutNotFound(_))
+    ));
+
+    // Event logs: per-rollout sequences, batches in order, since-filter.
+    let first = store
+        .append_rollout_events("r-1", &[line(1, None), line(2, Some("c0000"))])
+        .unwrap();
+    assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(first[1].cluster.as_deref(), Some("c0000"));
+    assert_eq!(
+        store.append_rollout_events("r-1", &[line(3, None)]).unwrap()[0].seq,
+        3
+    );
+    assert!(store.append_rollout_events("r-1", &[]).unwrap().is_empty());
+    assert_eq!(
+        store.append_rollout_events("r-0", &[line(9, None)]).unwrap()[0].seq,
+        1
+    );
+    let seqs = |r, since| {
+        store
+            .list_rollout_events(r, since)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs("r-1", 0), [1, 2, 3]);
+    assert_eq!(seqs("r-1", 2), [3]);
+    assert_eq!(seqs("r-1", u64::MAX), Vec::<u64>::new());
+    assert_eq!(seqs("r-0", 0), [1]);
+    assert_eq!(store.list_rollout_events("r-1", 0).unwrap()[1].message, "line 2");
+    assert!(matches!(
+        store.append_rollout_events("nope", &[line(1, None)]),
+        Err(StoreError::RolloutNotFound(_))
+    ));
+    // Rollout and operation logs are separate.
+    assert!(store.list_events("r-1", 0).unwrap().is_empty());
+}
+
+fn retention(store: &dyn Store) {
+    store.create_rollout(&record(rollout("r", 1))).unwrap();
+    for i in 1..=4 {
+        store.append_rollout_events("r", &[line(i, None)]).unwrap();
+    }
+    store
+        .append_rollout_events("r", &(5..=12).map(|i| line(i, None)).collect::<Vec<_>>())
+        .unwrap();
+    let seqs: Vec<u64> = store
+        .list_rollout_events("r", 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [8, 9, 10, 11, 12]);
+}
+
+#[test]
+fn mem_rollout_contract() {
+    contract(&MemStore::default());
+}
+
+#[test]
+fn mem_rollout_retention() {
+    retention(&MemStore::with_retention(5));
+}
+
+#[test]
+fn sled_rollout_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(&SledStore::open(dir.path()).unwrap());
+}
+
+/// Opens the store once the previous handle has let go of the directory (see `tests::reopen`).
+fn reopen(dir: &Path, retention: u64) -> SledStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledStore::open_with(
+            dir,
+            sled::SledOptions {
+                event_retention: retention,
+            },
+        ) {
+            Err(StoreError::Backend(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
+#[test]
+fn sled_rollouts_and_their_logs_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = {
+        let store = reopen(dir.path(), 5);
+        retention(&store);
+        store.create_rollout(&record(rollout("big", 1000))).unwrap()
+    };
+    let store = reopen(dir.path(), 5);
+    assert_eq!(store.get_rollout("big").unwrap(), Some(stored.clone()));
+    assert_eq!(stored.rollout.clusters().count(), 1000);
+    assert_eq!(
+        store.append_rollout_events("r", &[line(13, None)]).unwrap()[0].seq,
+        13
+    );
+    let seqs: Vec<u64> = store
+        .list_rollout_events("r", 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [9, 10, 11, 12, 13]);
+    // The state machine goes on from the reloaded state exactly as from the one it wrote.
+    let resumed = next(&stored.rollout, &Event::Restarted, at(5));
+    let reloaded = store.get_rollout("big").unwrap().unwrap().rollout;
+    assert_eq!(next(&reloaded, &Event::Restarted, at(5)), resumed);
+}
+
+#[test]
+fn sled_concurrent_rollout_writers_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    store.create_rollout(&record(rollout("r", 3))).unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let store = &store;
+                s.spawn(move || store.update_rollout("r", 1, &mut |rec| rec.updated_at = at(i)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results
+        .iter()
+        .filter(|r| r.is_err())
+        .all(|r| matches!(r, Err(StoreError::RolloutConflict { .. }))));
+}
+
+// === crash: SIGKILL a rollout writer; every acknowledged version and event is there ===
+
+const CRASH_DIR_ENV: &str = "FLOTILLA_ROLLOUT_CRASH_DIR";
+
+/// The child half of [`sled_acknowledged_rollout_writes_survive_sigkill`]: moves a rollout on
+/// (operation after operation succeeding) until killed, printing an `ack` after each write.
+/// A no-op when run as an ordinary test.
+#[test]
+fn rollout_crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+        return;
+    };
+    let store = SledStore::open(Path::new(&dir)).unwrap();
+    let mut out = std::io::stdout().lock();
+    let mut rec = store.create_rollout(&record(rollout("r", 60))).unwrap();
+    writeln!(out, "ack version {}", rec.version).unwrap();
+    let mut t = 2;
+    // Bounded, in case the parent is gone; it kills us long before.
+    for _ in 0..10_000 {
+        // Finish every running operation; the machine starts the next ones.
+        let running: Vec<(String, String)> = rec
+            .rollout
+            .clusters()
+            .filter_map(|(_, c)| {
+                c.operation
+                    .as_ref()
+                    .filter(|o| o.running)
+                    .map(|o| (c.name.clone(), o.id.clone()))
+            })
+            .collect();
+        let mut events: Vec<Event> = running
+            .into_iter()
+            .map(|(cluster, operation_id)| Event::OperationFinished {
+                cluster,
+                operation_id,
+                outcome: Outcome::Succeeded,
+            })
+            .collect();
+        events.push(Event::Tick);
+        events.push(Event::Approve {
+            stage: 1,
+            by: "crash-test".into(),
+            comment: String::new(),
+        });
+        for e in events {
+            t += 100;
+            let (n, actions) = next(&rec.rollout, &e, at(t));
+            rec = store
+                .update_rollout("r", rec.version, &mut |r| r.rollout = n.clone())
+                .unwrap();
+            writeln!(out, "ack version {}", rec.version).unwrap();
+            let lines: Vec<NewRolloutEvent> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    crate::rollout::Action::RecordEvent { cluster, message } => Some(NewRolloutEvent {
+                        at: at(t),
+                        cluster: cluster.clone(),
+                        message: message.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            if let Some(last) = store.append_rollout_events("r", &lines).unwrap().last() {
+                writeln!(out, "ack event {}", last.seq).unwrap();
+            }
+            out.flush().unwrap();
+        }
+        if rec.rollout.is_final() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn sled_acknowledged_rollout_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::rollout_tests::rollout_crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acks = Vec::new();
+    while acks.len() < 41 {
+        match lines.next() {
+            Some(line) => {
+                let line = line.unwrap();
+                if line.starts_with("ack ") {
+                    acks.push(line);
+                }
+            }
+            None => break,
+        }
+    }
+    let _ = child.kill(); // SIGKILL (the child may already have finished its rollout)
+    child.wait().unwrap();
+    acks.extend(lines.map_while(Result::ok).filter(|l| l.starts_with("ack ")));
+    assert!(
+        acks.len() >= 41,
+        "the writer acknowledged only {} writes",
+        acks.len()
+    );
+
+    let store = reopen(dir.path(), DEFAULT_EVENT_RETENTION);
+    let rec = store.get_rollout("r").unwrap().expect("acknowledged rollout");
+    let last_version = acks
+        .iter()
+        .filter_map(|a| a.strip_prefix("ack version "))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .max()
+        .expect("versions");
+    assert!(
+        rec.version >= last_version,
+        "lost version {last_version}: found {}",
+        rec.version
+    );
+    let last_event = acks
+        .iter()
+        .filter_map(|a| a.strip_prefix("ack event "))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let seqs: Vec<u64> = store
+        .list_rollout_events("r", 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(
+        seqs.len() as u64 >= last_event,
+        "lost events: {} < {last_event}",
+        seqs.len()
+    );
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gaps in {seqs:?}");
+    // The reloaded rollout is usable: a restart re-derives what was in flight.
+    let (again, _) = next(&rec.rollout, &Event::Restarted, at(1_000_000));
+    assert_eq!(again.stages.len(), 2);
+}

@@ -1,0 +1,210 @@
+//! Upgrade rollouts through the Fleet API (tonic over mTLS on 127.0.0.1), the coordinator
+//! in-process, real agents (`flotilla_agent::uplink::run`) against simulated EKS clusters: a
+//! 1.33 → 1.35 rollout (two hops per cluster) that survives a coordinator restart mid-way; a
+//! single-cluster upgrade started with StartOperation; and a cluster whose control-plane update
+//! fails, halting the rollout at its failure budget with the step and the reason.
+
+mod common;
+
+use std::time::Duration;
+
+use common::rollout::{self as ro, RolloutEnv};
+use common::wait_operation;
+use flotilla_coordinator::eks::Eks;
+use flotilla_proto::fleet::v1 as pb;
+use flotilla_sim::scenario::Scenario;
+use pb::RolloutState as S;
+
+/// 1.33 clusters with one managed node group and a web app whose budget lets one pod go at a
+/// time; the default EKS add-ons.
+const UPGRADABLE: &str = r#"
+kubernetesVersion: "1.33"
+nodeGroups:
+  - {name: ng-a, type: managed, nodes: 2, instanceType: m5.xlarge, capacity: {pods: 30, cpu: "4", memory: 16Gi}}
+namespaces: [shop]
+deployments:
+  - {name: web, namespace: shop, replicas: 2, cpu: 100m, memory: 128Mi, pdb: {maxUnavailable: 1}}
+pods: []
+"#;
+
+fn upgrade(target: &str) -> pb::Work {
+    pb::Work {
+        kind: Some(pb::work::Kind::Upgrade(pb::UpgradeParams {
+            target_version: target.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+async fn eks_version(env: &RolloutEnv, cluster: &str) -> String {
+    let eks = env
+        .coord
+        .as_ref()
+        .unwrap()
+        .engine()
+        .eks(cluster)
+        .expect("configured cluster");
+    eks.describe_cluster().await.expect("describe").version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgrade_rollout_takes_two_hops_and_survives_a_coordinator_restart() {
+    let scenario = Scenario::from_yaml(UPGRADABLE, "upgradable.yaml").unwrap();
+    let mut env = RolloutEnv::start(&scenario, 2, &["dev"]).await;
+    let mut fleet = env.fleet();
+
+    // One hop at a time through StartOperation; a rollout chains them.
+    let e = fleet
+        .start_operation(pb::StartOperationRequest {
+            cluster_id: "sim-1".into(),
+            work: Some(upgrade("1.35")),
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("work.upgrade.targetVersion") && e.message().contains("1.34"),
+        "{}",
+        e.message()
+    );
+
+    let created = ro::create(
+        &mut fleet,
+        pb::CreateRolloutRequest {
+            name: "to-1.35".into(),
+            work: Some(upgrade("1.35")),
+            stages: vec![ro::stage("all", "env=dev", 1)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = created.id;
+    // Restart while the first cluster is in its second hop's... or any step: mid-rollout.
+    ro::wait_for(
+        &mut fleet,
+        &id,
+        Duration::from_secs(240),
+        "sim-1 to be upgrading",
+        |r| {
+            ro::clusters(r).iter().any(|c| {
+                c.cluster_id == "sim-1" && c.current_step == pb::OperationStepKind::UpgradeNodegroups as i32
+            })
+        },
+    )
+    .await;
+    env.restart_coordinator().await;
+    let mut fleet = env.fleet();
+    env.wait_connected().await;
+    let done = ro::wait_for(&mut fleet, &id, Duration::from_secs(300), "the end", |r| {
+        ro::is(r, S::Succeeded) || ro::is(r, S::Failed) || ro::is(r, S::Cancelled)
+    })
+    .await;
+    assert!(ro::is(&done, S::Succeeded), "{}", ro::describe(&done));
+    for c in ["sim-1", "sim-2"] {
+        assert_eq!(eks_version(&env, c).await, "1.35", "{c}");
+        assert_eq!(env.pdb_violations(c), 0, "{c}");
+        let ops = fleet
+            .list_operations(pb::ListOperationsRequest {
+                cluster_id: c.into(),
+                rollout_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .operations;
+        // Exactly one operation per hop, each run once.
+        let mut hops: Vec<String> = ops
+            .iter()
+            .map(|o| {
+                assert_eq!(o.state, pb::OperationState::Succeeded as i32, "{o:?}");
+                o.steps[0].hop.clone()
+            })
+            .collect();
+        hops.sort();
+        assert_eq!(hops, ["1.34", "1.35"], "{c}");
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_control_plane_update_halts_the_rollout_with_its_step_and_reason() {
+    let yaml = format!(
+        "{UPGRADABLE}overrides:\n  sim-2:\n    eks:\n      faults: {{failControlPlaneUpdate: true}}\n"
+    );
+    let scenario = Scenario::from_yaml(&yaml, "failing.yaml").unwrap();
+    let env = RolloutEnv::start(&scenario, 3, &["dev", "dev", "prod"]).await;
+    let mut fleet = env.fleet();
+
+    // A single upgrade through StartOperation: the agent's inventory and postflight, the
+    // coordinator's EKS steps with progress.
+    let op = fleet
+        .start_operation(pb::StartOperationRequest {
+            cluster_id: "sim-3".into(),
+            work: Some(upgrade("1.34")),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<i32> = op.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            pb::OperationStepKind::Inventory as i32,
+            pb::OperationStepKind::Preflight as i32,
+            pb::OperationStepKind::UpgradeControlPlane as i32,
+            pb::OperationStepKind::UpgradeNodegroups as i32,
+            pb::OperationStepKind::UpgradeAddons as i32,
+            pb::OperationStepKind::Postflight as i32,
+        ]
+    );
+    let op = wait_operation(&mut fleet, &op.id, 180, |o| common::is_final(o.state)).await;
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32, "{op:#?}");
+    assert!(op.steps.iter().all(|s| s.hop == "1.34"));
+    assert_eq!(eks_version(&env, "sim-3").await, "1.34");
+
+    // sim-1 and sim-2 (the rollout's selector leaves sim-3 out) run together; sim-2's control
+    // plane fails; the first failure halts the rollout, so sim-1 stops after its step in flight
+    // (or finishes).
+    let created = ro::create(
+        &mut fleet,
+        pb::CreateRolloutRequest {
+            name: "to-1.34".into(),
+            work: Some(upgrade("1.34")),
+            selector: "env=dev".into(),
+            stages: vec![ro::stage("all", "", 2)],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(created.selector, "env=dev");
+    assert_eq!(ro::clusters(&created).len(), 2, "{}", ro::describe(&created));
+    let id = created.id;
+    let done = ro::wait_for(&mut fleet, &id, Duration::from_secs(240), "the halt", |r| {
+        ro::is(r, S::Failed) || ro::is(r, S::Succeeded)
+    })
+    .await;
+    assert!(ro::is(&done, S::Failed), "{}", ro::describe(&done));
+    let cs = ro::clusters(&done);
+    let failed = cs.iter().find(|c| c.cluster_id == "sim-2").unwrap();
+    assert_eq!(failed.state, S::Failed as i32, "{}", ro::describe(&done));
+    assert_eq!(
+        failed.failed_step,
+        pb::OperationStepKind::UpgradeControlPlane as i32,
+        "{failed:?}"
+    );
+    assert!(
+        failed.reason.contains("CONTROL_PLANE_UPDATE_FAILED"),
+        "{failed:?}"
+    );
+    assert!(!done.reason.is_empty(), "{}", ro::describe(&done));
+    let sim1 = cs.iter().find(|c| c.cluster_id == "sim-1").unwrap();
+    assert!(
+        [S::Succeeded as i32, S::Cancelled as i32].contains(&sim1.state),
+        "{}",
+        ro::describe(&done)
+    );
+    env.stop().await;
+}
