@@ -28,6 +28,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
     )
     .await
     .expect("world starts");
+    phase("the world is up (binaries built, simulator, coordinator, proxy, agent started)");
     world
         .wait_connected(CLUSTER, true, Duration::from_secs(60))
         .await
@@ -40,6 +41,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         .await
         .expect("set faults");
 
+    phase("settled: migrating");
     let template = write_template(world.dir());
     let run = world
         .cli
