@@ -1,7 +1,8 @@
 //! One test's fleet across processes: the simulator, a CA, the coordinator (with the simulator's
 //! EKS endpoints in its clusters file), optionally a TCP proxy between agent and coordinator, the
 //! agent of the first cluster, and the CLI as the operator. Everything lives in one temporary
-//! directory, kept (and named on stderr) when the test panics so its logs can be read.
+//! directory, kept (and named on stderr) when the test panics, or when `FLOTILLA_E2E_KEEP` is set,
+//! so its logs can be read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -174,7 +175,7 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("FLOTILLA_E2E_KEEP").is_some() {
             if let Some(tmp) = self.tmp.take() {
                 let kept = tmp.keep();
                 eprintln!(

@@ -16,6 +16,9 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
+    let t0 = std::time::Instant::now();
+    // Phase times, shown when the test fails (or with --nocapture).
+    let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     let mut world = World::start(
         "agent-cut",
         WorldOptions {
@@ -25,6 +28,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
     )
     .await
     .expect("world starts");
+    phase("the world is up (binaries built, simulator, coordinator, proxy, agent started)");
     world
         .wait_connected(CLUSTER, true, Duration::from_secs(60))
         .await
@@ -37,6 +41,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         .await
         .expect("set faults");
 
+    phase("settled: migrating");
     let template = write_template(world.dir());
     let run = world
         .cli
@@ -52,6 +57,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         running(op, "Drain") && step(op, "Drain").progress.as_ref().is_some_and(|p| p.done >= 1)
     })
     .await;
+    phase("mid-drain: killing the agent");
     world.kill_agent().await.expect("SIGKILL the agent");
     world.start_agent().expect("start the agent again");
 
@@ -72,8 +78,15 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         "the drain is handed over as the same attempt: {line}"
     );
 
+    phase("the restarted agent runs the drain: cutting the stream");
     // Cut the stream while the drain runs: its result is made with no coordinator to take it.
+    // The Kubernetes API is fast again, so the drain ends while the stream is cut.
     world.proxy.as_ref().expect("proxy").cut();
+    world
+        .sim
+        .set_faults(CLUSTER, &json!({}))
+        .await
+        .expect("clear faults");
     let agent = world.agent.as_mut().expect("agent");
     agent
         .wait_log(started, "the session lost", Duration::from_secs(60), |v| {
@@ -87,6 +100,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         })
         .await
         .expect("the drain finishes while cut off");
+    phase("the drain finished while cut off");
     world
         .wait_connected(CLUSTER, false, Duration::from_secs(60))
         .await
@@ -101,6 +115,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    phase("restoring the stream");
     world.proxy.as_ref().expect("proxy").restore();
 
     // Reconnected, the agent re-sends the result it still holds.
@@ -118,16 +133,13 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         .await
         .expect("the agent reconnects and re-sends the drain's result");
 
-    world
-        .sim
-        .set_faults(CLUSTER, &json!({}))
-        .await
-        .expect("clear faults");
+    phase("the result was re-sent");
     let op = wait_operation(&mut fleet, &id, Duration::from_secs(300), ended).await;
     let log = check_steps_once(&mut fleet, &op).await;
     assert!(
         count(&log, "agent disconnected during Drain") >= 1,
         "the cut is in the event log: {log:#?}"
     );
+    phase("checking the cluster");
     check_migrated(&world.sim, &before).await;
 }

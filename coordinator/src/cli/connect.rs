@@ -14,6 +14,9 @@ use tonic::{Code, Status};
 use super::error::CliError;
 use crate::ca::{self, Role, CA_CERT};
 
+/// The largest answer the CLI accepts.
+const MAX_MESSAGE: usize = 256 << 20;
+
 /// How long to wait for the TCP connection and TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -135,7 +138,9 @@ impl Target {
             })?;
         tracing::debug!(coordinator = url, identity, "connected");
         Ok(Client {
-            fleet: FleetClient::new(channel),
+            // A fleet's ListClusters answer outgrows tonic's 4 MiB default (10,000 clusters with
+            // their inventories are ~6 MiB).
+            fleet: FleetClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
             url: url.to_owned(),
             identity: identity.to_owned(),
             cert: files.cert_path,

@@ -106,10 +106,17 @@ pub fn default_retry() -> RetryConfig {
 }
 
 /// The HTTP client every SDK client here uses: hyper + rustls with the ring provider (no aws-lc).
+/// One per process, shared by every cluster's clients (it pools connections per endpoint): a
+/// client of its own per cluster cost ~90 KiB each, 900 MiB for a 10,000-cluster clusters file.
 pub fn http_client() -> aws_sdk_eks::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https()
+    static CLIENT: std::sync::OnceLock<aws_sdk_eks::config::SharedHttpClient> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+                .build_https()
+        })
+        .clone()
 }
 
 /// [`Eks`] on aws-sdk-eks and aws-sdk-autoscaling, bound to one cluster.
