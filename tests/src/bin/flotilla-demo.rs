@@ -42,8 +42,8 @@ struct Args {
     /// slower (0.1 to 100).
     #[arg(long, value_name = "FACTOR", default_value_t = demo::DEFAULT_TIME_SCALE)]
     time_scale: f64,
-    /// Soak after each stage but the last, e.g. `5s`, `1m`, `0s`.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_soak)]
+    /// Soak after each stage but the last, e.g. `3s`, `1m`, `0s`.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_soak)]
     soak: Duration,
     /// Keep the CA, data dir, kubeconfigs and rollout specs in DIR (default: a temporary
     /// directory removed at the end).
@@ -141,7 +141,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(3));
         }
         None => {
-            let _ = writeln!(io.err, "\ninterrupted; stopping the agents, the coordinator and the fleet");
+            let _ = writeln!(
+                io.err,
+                "\ninterrupted; stopping the agents, the coordinator and the fleet"
+            );
             demo.shutdown().await;
             return Ok(ExitCode::from(130));
         }

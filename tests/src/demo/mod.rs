@@ -42,9 +42,9 @@ pub const MAX_CLUSTERS: usize = 1000;
 /// Clusters by default.
 pub const DEFAULT_CLUSTERS: usize = 12;
 /// The simulator's `fast` delays times this by default: quick, yet slow enough to watch.
-pub const DEFAULT_TIME_SCALE: f64 = 2.0;
+pub const DEFAULT_TIME_SCALE: f64 = 1.0;
 /// The soak after each stage but the last, by default.
-pub const DEFAULT_SOAK: Duration = Duration::from_secs(5);
+pub const DEFAULT_SOAK: Duration = Duration::from_secs(3);
 
 /// Errors of the demo.
 #[derive(Debug, thiserror::Error)]
@@ -200,11 +200,7 @@ impl Demo {
         opts.validate()?;
         let started = Instant::now();
         let stack = Stack::start(&opts, &mut *io.out).await?;
-        Ok(Demo {
-            stack,
-            opts,
-            started,
-        })
+        Ok(Demo { stack, opts, started })
     }
 
     /// The running pieces (for tests that look closer).
@@ -235,10 +231,8 @@ impl Demo {
 
         let mut rollouts: Vec<(&'static str, pb::Rollout)> = Vec::new();
         let mut figures: Vec<Vec<PhaseFigures>> = vec![Vec::new(); n];
-        let phases: [(&'static str, &RolloutPlan, &str); 2] = [
-            (MIGRATION, &migrate, "1/2"),
-            (UPGRADE, &upgrade, "2/2"),
-        ];
+        let phases: [(&'static str, &RolloutPlan, &str); 2] =
+            [(MIGRATION, &migrate, "1/2"), (UPGRADE, &upgrade, "2/2")];
         for (kind, plan, nth) in phases {
             if let Some((_, previous)) = rollouts.last() {
                 if previous.state != pb::RolloutState::Succeeded as i32 {
@@ -285,21 +279,14 @@ impl Demo {
                         .find(|x| x.cluster_id == c.name)
                         .cloned()
                 });
-                let operation = match state.as_ref().and_then(|s| s.operation_id.clone()) {
-                    Some(id) => Some(
-                        client
-                            .fleet
-                            .get_operation(pb::GetOperationRequest { operation_id: id })
-                            .await
-                            .map_err(|s| DemoError::api("GetOperation", client.status(s)))?
-                            .into_inner(),
-                    ),
-                    None => None,
+                let operations = match rollout {
+                    Some(r) => operations_of(client, &c.name, &r.id).await?,
+                    None => Vec::new(),
                 };
                 parts.push(ClusterInRollout {
                     kind: kind.to_string(),
                     state,
-                    operation,
+                    operations,
                 });
             }
             let end = final_state(&c.kube).await;
@@ -343,6 +330,37 @@ impl Demo {
     pub async fn shutdown(self) {
         self.stack.shutdown().await;
     }
+}
+
+/// The operations a rollout ran on a cluster, oldest first (`ListOperations`, every page).
+async fn operations_of(
+    client: &mut Client,
+    cluster: &str,
+    rollout: &str,
+) -> Result<Vec<pb::Operation>, DemoError> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .fleet
+            .list_operations(pb::ListOperationsRequest {
+                cluster_id: cluster.to_string(),
+                rollout_id: rollout.to_string(),
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(|s| DemoError::api("ListOperations", client.status(s)))?
+            .into_inner();
+        out.extend(page.operations);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    // Newest first on the wire; ids sort by creation time.
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }
 
 /// The version and node groups the cluster's own API reports (the agent's inventory code, run

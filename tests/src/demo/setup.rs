@@ -90,14 +90,14 @@ fn engine_options() -> EngineOptions {
         },
         timeout: Duration::from_secs(15 * 60),
     };
-    let mut opts = EngineOptions::default();
-    opts.tick = Duration::from_millis(200);
-    opts.waits = EksWaits {
-        nodegroup: wait,
-        asg: wait,
-        update: wait,
-    };
-    opts
+    EngineOptions {
+        tick: Duration::from_millis(200),
+        waits: EksWaits {
+            nodegroup: wait,
+            asg: wait,
+            update: wait,
+        },
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {

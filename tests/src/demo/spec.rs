@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(params.from_nodegroup, OLD_NODEGROUP);
         assert_eq!(params.nodegroup.unwrap().nodegroup_name, NEW_NODEGROUP);
 
-        let u = parse(Path::new("upgrade.yaml"), &upgrade_yaml([1, 0, 0], Duration::ZERO))
+        let u = parse(
+            Path::new("upgrade.yaml"),
+            &upgrade_yaml([1, 0, 0], Duration::ZERO),
+        )
         .expect("upgrade spec");
         assert_eq!(u.request.stages.len(), 1);
         let Some(pb::work::Kind::Upgrade(params)) = u.request.work.and_then(|w| w.kind) else {

@@ -109,6 +109,9 @@ pub struct OperationSummary {
     pub id: String,
     /// `migration` or `upgrade`.
     pub kind: String,
+    /// For an upgrade, its minor hop, e.g. `1.34`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hop: String,
     /// Its final state.
     pub status: String,
     /// First step's start to end, seconds.
@@ -219,8 +222,8 @@ pub struct ClusterInRollout {
     pub kind: String,
     /// The cluster's state in the rollout (`None`: the rollout did not run, or did not list it).
     pub state: Option<pb::ClusterState>,
-    /// Its operation, from `GetOperation`.
-    pub operation: Option<pb::Operation>,
+    /// Its operations in the rollout, oldest first (an upgrade runs one per minor hop).
+    pub operations: Vec<pb::Operation>,
 }
 
 /// The cluster's status over its rollouts, and the reason when it is not `Succeeded`.
@@ -241,7 +244,7 @@ pub fn cluster_status(parts: &[ClusterInRollout]) -> (String, String) {
             reason.push_str(&format!(": {}: {}", e.code, e.message));
         } else if !state.reason.is_empty() {
             reason.push_str(&format!(": {}", state.reason));
-        } else if let Some(op) = p.operation.as_ref().filter(|o| !o.failure.is_empty()) {
+        } else if let Some(op) = p.operations.last().filter(|o| !o.failure.is_empty()) {
             reason.push_str(&format!(": {}", op.failure));
         }
         return (render::rollout_state(state.state).to_string(), reason);
@@ -302,10 +305,16 @@ impl ClusterSummary {
         let mut operations = Vec::new();
         let mut steps = Vec::new();
         for p in parts {
-            if let Some(op) = &p.operation {
+            for op in &p.operations {
                 operations.push(OperationSummary {
                     id: op.id.clone(),
                     kind: p.kind.clone(),
+                    hop: op
+                        .steps
+                        .iter()
+                        .find(|s| !s.hop.is_empty())
+                        .map(|s| s.hop.clone())
+                        .unwrap_or_default(),
                     status: render::operation_state(op.state).to_string(),
                     seconds: seconds_between(op.started_at.as_ref(), op.finished_at.as_ref(), now),
                 });
@@ -392,7 +401,10 @@ impl Summary {
             if c.status != "Succeeded" {
                 out.push(format!("{}: {} — {}", c.name, c.status, c.reason));
             } else if c.version != target_version {
-                out.push(format!("{}: at {} after the upgrade to {target_version}", c.name, c.version));
+                out.push(format!(
+                    "{}: at {} after the upgrade to {target_version}",
+                    c.name, c.version
+                ));
             }
             let self_managed: Vec<&str> = c
                 .node_groups
@@ -448,12 +460,19 @@ impl Summary {
                 .map(|g| format!("{} ({}, {}/{} Ready)", g.name, g.kind, g.ready, g.nodes))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // The time of the kind's operations (an upgrade has one per hop).
             let op_time = |kind: &str| {
-                c.operations
+                let times: Vec<f64> = c
+                    .operations
                     .iter()
-                    .find(|o| o.kind == kind)
-                    .and_then(|o| o.seconds)
-                    .map_or_else(|| "-".to_string(), secs)
+                    .filter(|o| o.kind == kind)
+                    .filter_map(|o| o.seconds)
+                    .collect();
+                if times.is_empty() {
+                    "-".to_string()
+                } else {
+                    secs(times.iter().sum())
+                }
             };
             let ratio = |phase: &str| {
                 c.phase(phase)
@@ -465,7 +484,11 @@ impl Summary {
                 .availability
                 .iter()
                 .filter(|f| f.min_available_ratio.is_some_and(|r| r < 1.0))
-                .min_by(|a, b| a.min_available_ratio.partial_cmp(&b.min_available_ratio).unwrap_or(std::cmp::Ordering::Equal));
+                .min_by(|a, b| {
+                    a.min_available_ratio
+                        .partial_cmp(&b.min_available_ratio)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
             if let Some(l) = worst.and_then(|f| f.lowest.as_ref()) {
                 lowest.push_str(&format!(
                     " ({} {}/{})",
@@ -518,8 +541,8 @@ impl Summary {
     /// Per step (and hop): how many clusters it succeeded on, the median and the slowest time.
     fn steps_table(&self) -> String {
         // Keyed by first appearance, so the order is the plan's.
-        let mut order: Vec<(String, String, String)> = Vec::new();
-        let mut times: BTreeMap<(String, String, String), Vec<(f64, String, bool)>> = BTreeMap::new();
+        let mut order: Vec<StepKey> = Vec::new();
+        let mut times: BTreeMap<StepKey, Vec<StepTime>> = BTreeMap::new();
         for c in &self.clusters {
             for s in &c.steps {
                 let key = (s.operation.clone(), s.hop.clone(), s.name.clone());
@@ -539,7 +562,9 @@ impl Summary {
             let total = v.len();
             v.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
             let median = v.get(v.len() / 2).map_or(0.0, |x| x.0);
-            let slowest = v.last().map_or_else(|| "-".to_string(), |(s, c, _)| format!("{} ({c})", secs(*s)));
+            let slowest = v
+                .last()
+                .map_or_else(|| "-".to_string(), |(s, c, _)| format!("{} ({c})", secs(*s)));
             let (operation, hop, name) = key;
             t.row(vec![
                 operation,
@@ -584,12 +609,36 @@ impl Summary {
             let who = f
                 .lowest
                 .as_ref()
-                .map(|l| format!(" ({} on {}: {} of {})", l.deployment, c.name, l.min_available, l.available_at_start))
+                .map(|l| {
+                    format!(
+                        " ({} on {}: {} of {})",
+                        l.deployment, c.name, l.min_available, l.available_at_start
+                    )
+                })
                 .unwrap_or_default();
             out.push_str(&format!(
-                "Lowest availability during the upgrade: {}{who} — EKS replaces nodes and evicts within the \
-                 budgets.\n",
+                "Lowest availability during the upgrade: {}{who}. EKS's node group update evicts pods node by \
+                 node within their PodDisruptionBudgets, so a Deployment may run below its count meanwhile, by \
+                 as much as its budget allows.\n",
                 percent(r)
+            ));
+        }
+        let mut down: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for c in &self.clusters {
+            for f in &c.availability {
+                if let Some(l) = f.lowest.as_ref().filter(|l| l.min_available == 0) {
+                    down.entry(l.deployment.as_str())
+                        .or_default()
+                        .push(c.name.as_str());
+                }
+            }
+        }
+        for (deployment, clusters) in down {
+            out.push_str(&format!(
+                "{deployment} had no available replica for a while on {} cluster(s) ({}): it needs a \
+                 PodDisruptionBudget (e.g. minAvailable: 1) for EKS to keep one running.\n",
+                clusters.len(),
+                clusters.join(", ")
             ));
         }
         if self.ok {
@@ -606,6 +655,11 @@ impl Summary {
         out
     }
 }
+
+/// (operation kind, hop, step name).
+type StepKey = (String, String, String);
+/// (seconds, cluster, succeeded).
+type StepTime = (f64, String, bool);
 
 /// `0.8s`, `12.3s`, `3m12s`.
 fn secs(s: f64) -> String {
@@ -692,7 +746,12 @@ mod tests {
         }
     }
 
-    fn cluster(parts: &[ClusterInRollout], groups: &[(&str, &str)], version: &str, figures: Vec<PhaseFigures>) -> ClusterSummary {
+    fn cluster(
+        parts: &[ClusterInRollout],
+        groups: &[(&str, &str)],
+        version: &str,
+        figures: Vec<PhaseFigures>,
+    ) -> ClusterSummary {
         ClusterSummary::build(
             "sim-1",
             "dev",
@@ -719,7 +778,7 @@ mod tests {
         ClusterInRollout {
             kind: kind.into(),
             state: Some(state(s)),
-            operation: Some(pb::Operation {
+            operations: vec![pb::Operation {
                 id: format!("op-{kind}"),
                 state: pb::OperationState::Succeeded as i32,
                 steps: vec![pb::OperationStep {
@@ -727,12 +786,18 @@ mod tests {
                     kind: pb::OperationStepKind::Drain as i32,
                     state: pb::StepState::Succeeded as i32,
                     attempt: 1,
-                    started_at: Some(prost_types::Timestamp { seconds: 100, nanos: 0 }),
-                    finished_at: Some(prost_types::Timestamp { seconds: 102, nanos: 500_000_000 }),
+                    started_at: Some(prost_types::Timestamp {
+                        seconds: 100,
+                        nanos: 0,
+                    }),
+                    finished_at: Some(prost_types::Timestamp {
+                        seconds: 102,
+                        nanos: 500_000_000,
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
-            }),
+            }],
         }
     }
 
@@ -754,7 +819,10 @@ mod tests {
     #[test]
     fn a_clean_run_is_ok_and_its_json_has_the_promised_fields() {
         let c = cluster(
-            &[part(MIGRATION, pb::RolloutState::Succeeded), part(UPGRADE, pb::RolloutState::Succeeded)],
+            &[
+                part(MIGRATION, pb::RolloutState::Succeeded),
+                part(UPGRADE, pb::RolloutState::Succeeded),
+            ],
             &[("ng-managed", "managed")],
             "1.35",
             vec![figures(MIGRATION, 1.0, 0), figures(UPGRADE, 0.75, 0)],
@@ -768,18 +836,33 @@ mod tests {
             state: pb::RolloutState::Succeeded as i32,
             ..Default::default()
         };
-        let s = Summary::new(vec![c], vec![RolloutSummary::new(MIGRATION, &rollout, Timestamp::now())], 90.0, "1.35");
+        let s = Summary::new(
+            vec![c],
+            vec![RolloutSummary::new(MIGRATION, &rollout, Timestamp::now())],
+            90.0,
+            "1.35",
+        );
         assert!(s.ok, "{:?}", s.problems);
         let v = serde_json::to_value(&s).unwrap();
         let c = &v["clusters"][0];
-        for field in ["name", "status", "version", "pdbViolations", "minAvailableRatio", "steps"] {
+        for field in [
+            "name",
+            "status",
+            "version",
+            "pdbViolations",
+            "minAvailableRatio",
+            "steps",
+        ] {
             assert!(!c[field].is_null(), "{field} missing: {c}");
         }
         for field in ["name", "status", "seconds"] {
             assert!(!c["steps"][0][field].is_null(), "steps[].{field} missing: {c}");
         }
         for field in ["id", "kind", "status"] {
-            assert!(!v["rollouts"][0][field].is_null(), "rollouts[].{field} missing: {v}");
+            assert!(
+                !v["rollouts"][0][field].is_null(),
+                "rollouts[].{field} missing: {v}"
+            );
         }
         let table = s.table();
         assert!(table.contains("OK: 1 cluster(s)"), "{table}");
@@ -800,13 +883,22 @@ mod tests {
             vec![figures(MIGRATION, 0.75, 1)],
         );
         assert_eq!(c.status, "Failed");
-        assert_eq!(c.reason, "upgrade failed at Preflight: pdb shop/cache [PDB_ZERO_DISRUPTIONS]");
+        assert_eq!(
+            c.reason,
+            "upgrade failed at Preflight: pdb shop/cache [PDB_ZERO_DISRUPTIONS]"
+        );
         let s = Summary::new(vec![c], Vec::new(), 1.0, "1.35");
         assert!(!s.ok);
         let text = s.problems.join("\n");
-        assert!(text.contains("sim-1: Failed — upgrade failed at Preflight"), "{text}");
+        assert!(
+            text.contains("sim-1: Failed — upgrade failed at Preflight"),
+            "{text}"
+        );
         assert!(text.contains("1 PodDisruptionBudget violation"), "{text}");
-        assert!(text.contains("shop/web went down to 3 of 4 available replicas during the migration"), "{text}");
+        assert!(
+            text.contains("shop/web went down to 3 of 4 available replicas during the migration"),
+            "{text}"
+        );
 
         let left = cluster(
             &[part(MIGRATION, pb::RolloutState::Succeeded)],
@@ -815,9 +907,23 @@ mod tests {
             Vec::new(),
         );
         let s = Summary::new(vec![left], Vec::new(), 1.0, "1.35");
-        assert!(s.problems.iter().any(|p| p.contains("self-managed node group(s) left: ng-old")), "{:?}", s.problems);
+        assert!(
+            s.problems
+                .iter()
+                .any(|p| p.contains("self-managed node group(s) left: ng-old")),
+            "{:?}",
+            s.problems
+        );
 
-        let not_run = cluster(&[ClusterInRollout { kind: UPGRADE.into(), ..Default::default() }], &[], "1.33", Vec::new());
+        let not_run = cluster(
+            &[ClusterInRollout {
+                kind: UPGRADE.into(),
+                ..Default::default()
+            }],
+            &[],
+            "1.33",
+            Vec::new(),
+        );
         assert_eq!(not_run.status, "NotRun");
     }
 }
