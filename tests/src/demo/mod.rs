@@ -42,7 +42,7 @@ pub const MAX_CLUSTERS: usize = 1000;
 /// Clusters by default.
 pub const DEFAULT_CLUSTERS: usize = 12;
 /// The simulator's `fast` delays times this by default: quick, yet slow enough to watch.
-pub const DEFAULT_TIME_SCALE: f64 = 1.0;
+pub const DEFAULT_TIME_SCALE: f64 = 0.75;
 /// The soak after each stage but the last, by default.
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(3);
 
