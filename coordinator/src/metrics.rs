@@ -128,7 +128,10 @@ impl CoordinatorMetrics {
             &["method", "code"],
         ));
         let build = must(IntGaugeVec::new(
-            Opts::new("flotilla_coordinator_build_info", "The coordinator's version (always 1)."),
+            Opts::new(
+                "flotilla_coordinator_build_info",
+                "The coordinator's version (always 1).",
+            ),
             &["version"],
         ));
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);

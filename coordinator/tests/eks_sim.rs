@@ -7,11 +7,11 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_sdk_eks::config::{Credentials, SharedCredentialsProvider};
 use flotilla_coordinator::eks::aws::{AwsEks, ConnectOptions, EksClusterConfig};
-use flotilla_coordinator::metrics::CoordinatorMetrics;
 use flotilla_coordinator::eks::{
     wait_nodegroup, wait_update, AsgSize, Backoff, Eks, EksError, NodegroupStatus, NodegroupTemplate,
     UpdateStatus, WaitOptions,
 };
+use flotilla_coordinator::metrics::CoordinatorMetrics;
 use flotilla_sim::fleet::Fleet;
 use flotilla_sim::resources::Kind;
 use flotilla_sim::scenario::Scenario;
@@ -285,13 +285,18 @@ async fn unknown_cluster_is_a_non_retryable_error_naming_it() {
         .unwrap_err();
     assert!(e.is_not_found() && e.to_string().contains("nope/ng"), "{e}");
     let errors = |operation: &str, kind: &str| {
-        let series = format!("flotilla_coordinator_eks_errors_total{{kind=\"{kind}\",operation=\"{operation}\"}} ");
+        let series =
+            format!("flotilla_coordinator_eks_errors_total{{kind=\"{kind}\",operation=\"{operation}\"}} ");
         flotilla_proto::telemetry::metrics::encode(metrics.registry())
             .lines()
             .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
     };
     assert_eq!(errors("DescribeCluster", "not_found"), Some(1.0));
-    assert_eq!(errors("DescribeNodegroup", "not_found"), Some(1.0), "the wait stops at the first");
+    assert_eq!(
+        errors("DescribeNodegroup", "not_found"),
+        Some(1.0),
+        "the wait stops at the first"
+    );
 
     // Nothing listening: a transport error, retryable.
     let mut cfg = config(&fleet, "sim-1");

@@ -201,7 +201,12 @@ impl AwsEks {
     }
 
     /// An SDK error as an [`EksError`], counted.
-    fn sdk_error<E>(&self, operation: &'static str, resource: String, e: SdkError<E, HttpResponse>) -> EksError
+    fn sdk_error<E>(
+        &self,
+        operation: &'static str,
+        resource: String,
+        e: SdkError<E, HttpResponse>,
+    ) -> EksError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -515,7 +520,9 @@ impl Eks for AwsEks {
             .send()
             .await
             .map_err(|e| self.sdk_error(op, res(), e))?;
-        let ng = out.nodegroup().ok_or_else(|| self.missing(op, res(), "nodegroup"))?;
+        let ng = out
+            .nodegroup()
+            .ok_or_else(|| self.missing(op, res(), "nodegroup"))?;
         Ok(to_nodegroup(name, ng))
     }
 

@@ -27,8 +27,14 @@ fn sample(m: &CoordinatorMetrics, series: &str) -> Option<f64> {
 fn gauges_and_counters_carry_their_labels() {
     let m = CoordinatorMetrics::new();
     let t = text(&m);
-    assert!(t.contains("flotilla_coordinator_operations{state=\"rolling_back\"} 0"), "{t}");
-    assert!(t.contains("flotilla_coordinator_rollouts{state=\"waiting_for_approval\"} 0"), "{t}");
+    assert!(
+        t.contains("flotilla_coordinator_operations{state=\"rolling_back\"} 0"),
+        "{t}"
+    );
+    assert!(
+        t.contains("flotilla_coordinator_rollouts{state=\"waiting_for_approval\"} 0"),
+        "{t}"
+    );
 
     let a = m.agent_connected();
     let b = m.agent_connected();
@@ -193,8 +199,9 @@ async fn grpc_calls_are_counted_by_method_and_code() {
     let m = CoordinatorMetrics::new();
     let channel = serve(&m).await;
     let mut client = AgentGatewayClient::new(channel.clone());
-    let series =
-        |code: &str| format!("flotilla_coordinator_grpc_requests_total{{code=\"{code}\",method=\"{CONNECT}\"}}");
+    let series = |code: &str| {
+        format!("flotilla_coordinator_grpc_requests_total{{code=\"{code}\",method=\"{CONNECT}\"}}")
+    };
 
     // Refused before any message: the status is in the response headers.
     let err = client.connect(connect_request("deny")).await.unwrap_err();
@@ -202,15 +209,27 @@ async fn grpc_calls_are_counted_by_method_and_code() {
     eventually(&m, &series("PermissionDenied"), 1.0).await;
 
     // Ended cleanly, and failed mid-stream: the status is in the trailers.
-    let ok = client.connect(connect_request("ok")).await.expect("accepted").into_inner();
+    let ok = client
+        .connect(connect_request("ok"))
+        .await
+        .expect("accepted")
+        .into_inner();
     assert_eq!(drain_stream(ok).await, tonic::Code::Ok);
     eventually(&m, &series("OK"), 1.0).await;
-    let aborted = client.connect(connect_request("abort")).await.expect("accepted").into_inner();
+    let aborted = client
+        .connect(connect_request("abort"))
+        .await
+        .expect("accepted")
+        .into_inner();
     assert_eq!(drain_stream(aborted).await, tonic::Code::Aborted);
     eventually(&m, &series("Aborted"), 1.0).await;
 
     // The client walks away from a stream that never ends.
-    let mut hung = client.connect(connect_request("hang")).await.expect("accepted").into_inner();
+    let mut hung = client
+        .connect(connect_request("hang"))
+        .await
+        .expect("accepted")
+        .into_inner();
     hung.message().await.expect("first message").expect("open");
     drop(hung);
     eventually(&m, &series("Cancelled"), 1.0).await;

@@ -254,7 +254,10 @@ mod tests {
             let span = grpc_server_span(&req);
             let (trace, _) = ids(&extract(&inject(&span)));
             assert_eq!(trace.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-            assert_eq!(ids(&extract_headers(req.headers())), ids(&extract_traceparent(PARENT)));
+            assert_eq!(
+                ids(&extract_headers(req.headers())),
+                ids(&extract_traceparent(PARENT))
+            );
             // Without a traceparent the call starts its own trace.
             let plain = http::Request::builder().uri("/x.Y/Z").body(()).expect("request");
             let (other, _) = ids(&extract(&inject(&grpc_server_span(&plain))));
