@@ -7,8 +7,8 @@
 //! | metric | bumped by |
 //! |---|---|
 //! | `flotilla_coordinator_connected_agents` | [`CoordinatorMetrics::agent_connected`] in the gateway's `Connect` once `Hello` is accepted; the guard lowers it when the session ends |
-//! | `flotilla_coordinator_operations{state}` | [`CoordinatorMetrics::set_operations`] after every operation state change (and at start, after reloading sled) |
-//! | `flotilla_coordinator_rollouts{state}` | [`CoordinatorMetrics::set_rollouts`] after every rollout state change (and at start) |
+//! | `flotilla_coordinator_operations{state}` | [`CoordinatorMetrics::operation_moved`] where the engine commits a transition that changes an operation's stored state, and once per operation loaded at start (or [`CoordinatorMetrics::set_operations`] from counts) |
+//! | `flotilla_coordinator_rollouts{state}` | [`CoordinatorMetrics::rollout_moved`] where a rollout's state changes, and once per rollout loaded at start (or [`CoordinatorMetrics::set_rollouts`] from counts) |
 //! | `flotilla_coordinator_steps_total{kind,runner,result}`, `flotilla_coordinator_step_duration_seconds{kind,runner}` | [`CoordinatorMetrics::step_finished`] when the engine records a step attempt's end (coordinator steps and agent `StepResult`s alike) |
 //! | `flotilla_coordinator_eks_errors_total{operation,kind}` | [`crate::eks::aws::AwsEks`] itself, once given [`CoordinatorMetrics::eks_errors`] through `AwsEks::with_metrics` |
 //! | `flotilla_coordinator_grpc_requests_total{method,code}` | [`GrpcMetricsLayer`] on the tonic server (`Server::builder().layer(metrics.grpc_layer())`) |
@@ -195,6 +195,35 @@ impl CoordinatorMetrics {
                 .with_label_values(&[operation_state_label(*state)])
                 .set(n);
         }
+    }
+
+    /// One operation entered `to` (from `from`, or new / resumed when `None`): call where the
+    /// engine commits a transition that changes the stored state, and once per operation loaded
+    /// at start. Cheaper than [`CoordinatorMetrics::set_operations`] on a large fleet.
+    pub fn operation_moved(&self, from: Option<OperationState>, to: OperationState) {
+        if from == Some(to) {
+            return;
+        }
+        if let Some(from) = from {
+            self.operations
+                .with_label_values(&[operation_state_label(from)])
+                .dec();
+        }
+        self.operations
+            .with_label_values(&[operation_state_label(to)])
+            .inc();
+    }
+
+    /// One rollout entered state `to` (lower case, as [`ROLLOUT_STATES`]) from `from` (`None`:
+    /// created or loaded at start).
+    pub fn rollout_moved(&self, from: Option<&str>, to: &str) {
+        if from == Some(to) {
+            return;
+        }
+        if let Some(from) = from {
+            self.rollouts.with_label_values(&[from]).dec();
+        }
+        self.rollouts.with_label_values(&[to]).inc();
     }
 
     /// Sets `flotilla_coordinator_rollouts{state}` from the rollouts' counts by state (lower

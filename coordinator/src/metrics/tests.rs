@@ -57,6 +57,16 @@ fn gauges_and_counters_carry_their_labels() {
     assert_eq!(ro("running"), Some(0.0));
     assert_eq!(ro("paused"), Some(0.0));
 
+    m.operation_moved(None, OperationState::Pending);
+    m.operation_moved(Some(OperationState::Pending), OperationState::Running);
+    m.operation_moved(Some(OperationState::Running), OperationState::Running);
+    assert_eq!(op("running"), Some(3.0));
+    assert_eq!(op("pending"), Some(0.0));
+    m.rollout_moved(None, "running");
+    m.rollout_moved(Some("running"), "paused");
+    assert_eq!(ro("paused"), Some(1.0));
+    assert_eq!(ro("running"), Some(0.0));
+
     m.step_finished(Step::Drain, true, Duration::from_secs(400));
     m.step_finished(Step::UpgradeControlPlane, false, Duration::from_secs(20));
     let t = text(&m);
