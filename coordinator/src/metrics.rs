@@ -25,6 +25,7 @@ use prost::Message as _;
 
 use crate::eks::EksError;
 use crate::plan::{Runner, Step};
+use crate::rollout::RolloutState;
 use crate::store::OperationState;
 
 /// Buckets of step durations, in seconds: from a taint (a second) to a node group upgrade
@@ -33,17 +34,17 @@ const STEP_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
 ];
 
-/// Every rollout state (the proto's `RolloutState` in lower case), shown at 0 until used.
-pub const ROLLOUT_STATES: &[&str] = &[
-    "pending",
-    "running",
-    "waiting_for_approval",
-    "soaking",
-    "succeeded",
-    "failed",
-    "skipped",
-    "paused",
-    "cancelled",
+/// Every rollout state, in label order (each shown at 0 until used).
+const ROLLOUT_STATES: [RolloutState; 9] = [
+    RolloutState::Pending,
+    RolloutState::Running,
+    RolloutState::WaitingForApproval,
+    RolloutState::Soaking,
+    RolloutState::Succeeded,
+    RolloutState::Failed,
+    RolloutState::Skipped,
+    RolloutState::Paused,
+    RolloutState::Cancelled,
 ];
 
 /// Every operation state, in label order.
@@ -151,7 +152,7 @@ impl CoordinatorMetrics {
             operations.with_label_values(&[operation_state_label(s)]).set(0);
         }
         for s in ROLLOUT_STATES {
-            rollouts.with_label_values(&[s]).set(0);
+            rollouts.with_label_values(&[rollout_state_label(s)]).set(0);
         }
         CoordinatorMetrics {
             registry,
@@ -214,30 +215,32 @@ impl CoordinatorMetrics {
             .inc();
     }
 
-    /// One rollout entered state `to` (lower case, as [`ROLLOUT_STATES`]) from `from` (`None`:
-    /// created or loaded at start).
-    pub fn rollout_moved(&self, from: Option<&str>, to: &str) {
+    /// One rollout entered state `to` from `from` (`None`: created, or loaded at start).
+    pub fn rollout_moved(&self, from: Option<RolloutState>, to: RolloutState) {
         if from == Some(to) {
             return;
         }
         if let Some(from) = from {
-            self.rollouts.with_label_values(&[from]).dec();
+            self.rollouts
+                .with_label_values(&[rollout_state_label(from)])
+                .dec();
         }
-        self.rollouts.with_label_values(&[to]).inc();
+        self.rollouts.with_label_values(&[rollout_state_label(to)]).inc();
     }
 
-    /// Sets `flotilla_coordinator_rollouts{state}` from the rollouts' counts by state (lower
-    /// case, as [`ROLLOUT_STATES`]). Call after every rollout state change and at start. Known
-    /// states missing from `counts` are set to 0.
-    pub fn set_rollouts<'a>(&self, counts: impl IntoIterator<Item = (&'a str, i64)>) {
-        let counts: Vec<(&str, i64)> = counts.into_iter().collect();
-        for s in ROLLOUT_STATES {
-            if !counts.iter().any(|(c, _)| c == s) {
-                self.rollouts.with_label_values(&[s]).set(0);
+    /// Sets `flotilla_coordinator_rollouts{state}` from the rollouts' counts by state. States
+    /// missing from `counts` are set to 0.
+    pub fn set_rollouts(&self, counts: impl IntoIterator<Item = (RolloutState, i64)>) {
+        let mut all = [0i64; ROLLOUT_STATES.len()];
+        for (state, n) in counts {
+            if let Some(i) = ROLLOUT_STATES.iter().position(|s| *s == state) {
+                all[i] += n;
             }
         }
-        for (s, n) in counts {
-            self.rollouts.with_label_values(&[s]).set(n);
+        for (state, n) in ROLLOUT_STATES.iter().zip(all) {
+            self.rollouts
+                .with_label_values(&[rollout_state_label(*state)])
+                .set(n);
         }
     }
 
@@ -296,6 +299,21 @@ pub fn operation_state_label(s: OperationState) -> &'static str {
         OperationState::Succeeded => "succeeded",
         OperationState::Failed => "failed",
         OperationState::Cancelled => "cancelled",
+    }
+}
+
+/// A rollout state as a label: `pending`, `waiting_for_approval`, `soaking`, …
+pub fn rollout_state_label(s: RolloutState) -> &'static str {
+    match s {
+        RolloutState::Pending => "pending",
+        RolloutState::Running => "running",
+        RolloutState::WaitingForApproval => "waiting_for_approval",
+        RolloutState::Soaking => "soaking",
+        RolloutState::Succeeded => "succeeded",
+        RolloutState::Failed => "failed",
+        RolloutState::Skipped => "skipped",
+        RolloutState::Paused => "paused",
+        RolloutState::Cancelled => "cancelled",
     }
 }
 

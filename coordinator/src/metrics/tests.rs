@@ -50,8 +50,8 @@ fn gauges_and_counters_carry_their_labels() {
     assert_eq!(op("failed"), Some(1.0));
     assert_eq!(op("succeeded"), Some(0.0), "absent from the new counts: 0");
 
-    m.set_rollouts([("running", 1), ("paused", 2)]);
-    m.set_rollouts([("soaking", 1)]);
+    m.set_rollouts([(RolloutState::Running, 1), (RolloutState::Paused, 2)]);
+    m.set_rollouts([(RolloutState::Soaking, 1)]);
     let ro = |s: &str| sample(&m, &format!("flotilla_coordinator_rollouts{{state=\"{s}\"}}"));
     assert_eq!(ro("soaking"), Some(1.0));
     assert_eq!(ro("running"), Some(0.0));
@@ -62,8 +62,8 @@ fn gauges_and_counters_carry_their_labels() {
     m.operation_moved(Some(OperationState::Running), OperationState::Running);
     assert_eq!(op("running"), Some(3.0));
     assert_eq!(op("pending"), Some(0.0));
-    m.rollout_moved(None, "running");
-    m.rollout_moved(Some("running"), "paused");
+    m.rollout_moved(None, RolloutState::Running);
+    m.rollout_moved(Some(RolloutState::Running), RolloutState::Paused);
     assert_eq!(ro("paused"), Some(1.0));
     assert_eq!(ro("running"), Some(0.0));
 
