@@ -605,6 +605,31 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_takes_a_socket_address() {
+        let base = [
+            "flotilla-agent",
+            "--coordinator",
+            "https://c:1",
+            "--cluster",
+            "a",
+            "--tls-dir",
+            "d",
+        ];
+        let a = Args::try_parse_from(base).expect("parse");
+        assert_eq!(a.agent.metrics_listen, None, "off unless asked");
+        let a = Args::try_parse_from(base.iter().copied().chain(["--metrics-listen", "0.0.0.0:9090"]))
+            .expect("parse");
+        assert_eq!(
+            a.agent.metrics_listen,
+            Some("0.0.0.0:9090".parse().expect("addr"))
+        );
+        let err = Args::try_parse_from(base.iter().copied().chain(["--metrics-listen", "9090"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--metrics-listen"), "{err}");
+    }
+
+    #[test]
     fn bad_flags_name_the_flag_and_the_fix() {
         let err = Args::try_parse_from([
             "flotilla-agent",

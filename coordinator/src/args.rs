@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use flotilla_coordinator::ca::{self, CreateOptions, Identity, Validity, Written};
 use flotilla_coordinator::config::ClustersFile;
 use flotilla_coordinator::server::{Coordinator, ServeOptions};
+use flotilla_proto::telemetry;
 
 /// The Flotilla coordinator.
 #[derive(Debug, Parser)]
@@ -49,6 +50,13 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "FLOTILLA_LOG_JSON")]
     log_json: bool,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `flotilla_coordinator=debug`
+    /// [default: $RUST_LOG, else `info`].
+    #[arg(long, env = "FLOTILLA_LOG")]
+    log: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9090 [default: not served].
+    #[arg(long, env = "FLOTILLA_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,25 +149,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clusters,
         heartbeat_seconds,
         log_json,
+        log,
+        metrics_listen,
     } = args;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
-    let clusters = ClustersFile::load(&clusters)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
-    runtime.block_on(async move {
+    // The OTLP exporter's channel lives on the runtime.
+    let format = if log_json {
+        telemetry::LogFormat::Json
+    } else {
+        telemetry::LogFormat::Text
+    };
+    let telemetry = {
+        let _rt = runtime.enter();
+        telemetry::init(
+            "flotilla-coordinator",
+            format,
+            &telemetry::log_filter(log.as_deref(), "info"),
+        )?
+    };
+    let clusters = ClustersFile::load(&clusters)?;
+    let served = runtime.block_on(async move {
         let mut opts = ServeOptions::new(listen, data_dir, tls_dir, clusters);
         opts.heartbeat_interval = Duration::from_secs(heartbeat_seconds);
+        let stop_metrics = telemetry::CancellationToken::new();
+        if let Some(addr) = metrics_listen {
+            telemetry::serve_metrics(addr, opts.metrics.registry().clone(), stop_metrics.clone()).await?;
+        }
+        let _stop_metrics = stop_metrics.drop_guard();
         let handle = Coordinator::start(opts)
             .await
             .context("could not start the coordinator")?;
@@ -174,9 +193,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),
         }
-        handle.shutdown().await.context("shutting down")?;
-        Ok(())
-    })
+        handle.shutdown().await.context("shutting down")
+    });
+    // Export the spans still buffered (the runtime still drives the exporter's channel).
+    telemetry.shutdown();
+    served
 }
 
 /// Lists the files written, one a line.

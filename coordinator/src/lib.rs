@@ -13,6 +13,7 @@
 //! - [`operation`]: the pure state machine that drives one operation through its plan.
 //! - [`upgrade`]: the coordinator's upgrade steps (preflight, control plane, node groups,
 //!   add-ons) over [`eks::Eks`], with typed outputs and errors.
+//! - [`metrics`]: the Prometheus metrics the coordinator serves, with where each is bumped.
 //! - [`cli`]: the `flotilla` operator CLI (a client of the Fleet gRPC API; `src/bin/flotilla.rs`).
 //! - [`config`]: the clusters file (`serve --clusters FILE`).
 //! - [`params`]: an operation's parameters as stored, defaults filled in, validated.
@@ -35,6 +36,7 @@ pub mod convert;
 pub mod eks;
 pub mod engine;
 pub mod fleet;
+pub mod metrics;
 pub mod operation;
 pub mod params;
 pub mod plan;

@@ -25,6 +25,7 @@ use crate::eks::EksError;
 use crate::engine::rollouts::{RolloutError, Rollouts};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::fleet::FleetService;
+use crate::metrics::CoordinatorMetrics;
 use crate::sessions::gateway::Gateway;
 use crate::sessions::Sessions;
 use crate::store::{SledStore, Store, StoreError};
@@ -100,6 +101,8 @@ pub struct ServeOptions {
     pub engine: EngineOptions,
     /// How the EKS and Auto Scaling clients connect (retries, timeouts, credentials).
     pub eks: ConnectOptions,
+    /// Where the coordinator counts what it does (serve its registry on `--metrics-listen`).
+    pub metrics: CoordinatorMetrics,
 }
 
 impl ServeOptions {
@@ -113,6 +116,7 @@ impl ServeOptions {
             heartbeat_interval: Duration::from_secs(10),
             engine: EngineOptions::default(),
             eks: ConnectOptions::default(),
+            metrics: CoordinatorMetrics::new(),
         }
     }
 }
@@ -165,11 +169,18 @@ impl Coordinator {
                 .map_err(|source| ServerError::Eks {
                     cluster: c.name.clone(),
                     source,
-                })?;
+                })?
+                .with_metrics(opts.metrics.eks_errors());
             eks.insert(c.name.clone(), Arc::new(client));
         }
         let sessions = Arc::new(Sessions::new());
-        let engine = Engine::new(store.clone(), eks, sessions.clone(), opts.engine);
+        let engine = Engine::with_metrics(
+            store.clone(),
+            eks,
+            sessions.clone(),
+            opts.engine,
+            opts.metrics.clone(),
+        );
         let resumed = engine.resume_all().await?;
 
         let clusters = Arc::new(opts.clusters.clone());
@@ -220,18 +231,13 @@ impl Coordinator {
             stopped.clone(),
         ));
         let mut stopped_rx = stopped;
+        let grpc_metrics = opts.metrics.grpc_layer();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-                .trace_fn(|req| {
-                    let traceparent = req
-                        .headers()
-                        .get("traceparent")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!("grpc", path = %req.uri().path(), traceparent = %traceparent)
-                })
+                .trace_fn(flotilla_proto::telemetry::grpc_server_span)
+                .layer(grpc_metrics)
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

@@ -11,6 +11,7 @@ use flotilla_coordinator::eks::{
     wait_nodegroup, wait_update, AsgSize, Backoff, Eks, EksError, NodegroupStatus, NodegroupTemplate,
     UpdateStatus, WaitOptions,
 };
+use flotilla_coordinator::metrics::CoordinatorMetrics;
 use flotilla_sim::fleet::Fleet;
 use flotilla_sim::resources::Kind;
 use flotilla_sim::scenario::Scenario;
@@ -268,7 +269,8 @@ async fn throttling_is_retried_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_cluster_is_a_non_retryable_error_naming_it() {
     let fleet = start(&Scenario::default_scenario()).await;
-    let eks = connect(&fleet, "nope").await;
+    let metrics = CoordinatorMetrics::new();
+    let eks = connect(&fleet, "nope").await.with_metrics(metrics.eks_errors());
     let e = eks.describe_cluster().await.unwrap_err();
     assert!(!e.retryable());
     assert!(e.is_not_found());
@@ -282,6 +284,19 @@ async fn unknown_cluster_is_a_non_retryable_error_naming_it() {
         .await
         .unwrap_err();
     assert!(e.is_not_found() && e.to_string().contains("nope/ng"), "{e}");
+    let errors = |operation: &str, kind: &str| {
+        let series =
+            format!("flotilla_coordinator_eks_errors_total{{kind=\"{kind}\",operation=\"{operation}\"}} ");
+        flotilla_proto::telemetry::metrics::encode(metrics.registry())
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+    };
+    assert_eq!(errors("DescribeCluster", "not_found"), Some(1.0));
+    assert_eq!(
+        errors("DescribeNodegroup", "not_found"),
+        Some(1.0),
+        "the wait stops at the first"
+    );
 
     // Nothing listening: a transport error, retryable.
     let mut cfg = config(&fleet, "sim-1");
@@ -295,10 +310,12 @@ async fn unknown_cluster_is_a_non_retryable_error_naming_it() {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_metrics(metrics.eks_errors());
     let e = dead.describe_cluster().await.unwrap_err();
     assert!(matches!(e, EksError::Transport { .. }), "{e:?}");
     assert!(e.retryable());
+    assert_eq!(errors("DescribeCluster", "transport"), Some(1.0));
 }
 
 #[tokio::test]

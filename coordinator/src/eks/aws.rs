@@ -21,6 +21,7 @@ use super::{
     Insight, InsightDetail, InsightStatus, Insights, Nodegroup, NodegroupStatus, NodegroupTemplate, Result,
     TaintEffect, Update, UpdateConfig, UpdateErrorDetail, UpdateStatus, UpdateSubject,
 };
+use crate::metrics::EksErrorCounter;
 
 /// Where and as whom to reach one cluster's EKS control plane (part of a cluster's registration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +126,8 @@ pub struct AwsEks {
     cluster: String,
     eks: aws_sdk_eks::Client,
     asg: aws_sdk_autoscaling::Client,
+    /// Where failed calls are counted, when set ([`AwsEks::with_metrics`]).
+    errors: Option<EksErrorCounter>,
 }
 
 impl AwsEks {
@@ -184,7 +187,42 @@ impl AwsEks {
             cluster: cluster.to_string(),
             eks: aws_sdk_eks::Client::from_conf(eks.build()),
             asg: aws_sdk_autoscaling::Client::from_conf(asg.build()),
+            errors: None,
         }
+    }
+
+    /// Counts every failed EKS and Auto Scaling call (after the SDK's own retries) in
+    /// `flotilla_coordinator_eks_errors_total{operation, kind}`
+    /// (`CoordinatorMetrics::eks_errors()`).
+    pub fn with_metrics(mut self, errors: EksErrorCounter) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
+    /// Counts a failed call and hands its error on.
+    fn failed(&self, operation: &'static str, e: EksError) -> EksError {
+        if let Some(c) = &self.errors {
+            c.count(operation, &e);
+        }
+        e
+    }
+
+    /// An SDK error as an [`EksError`], counted.
+    fn sdk_error<E>(
+        &self,
+        operation: &'static str,
+        resource: String,
+        e: SdkError<E, HttpResponse>,
+    ) -> EksError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        self.failed(operation, map_err(operation, resource, e))
+    }
+
+    /// A response without the part asked for, counted.
+    fn missing(&self, operation: &'static str, resource: String, what: &str) -> EksError {
+        self.failed(operation, missing(operation, resource, what))
     }
 
     fn ng_resource(&self, ng: &str) -> String {
@@ -393,10 +431,10 @@ impl Eks for AwsEks {
             .name(&self.cluster)
             .send()
             .await
-            .map_err(|e| map_err(op, self.cluster_resource(), e))?;
+            .map_err(|e| self.sdk_error(op, self.cluster_resource(), e))?;
         let c = out
             .cluster()
-            .ok_or_else(|| missing(op, self.cluster_resource(), "cluster"))?;
+            .ok_or_else(|| self.missing(op, self.cluster_resource(), "cluster"))?;
         Ok(ClusterInfo {
             name: c.name().unwrap_or(&self.cluster).to_string(),
             version: c.version().unwrap_or_default().to_string(),
@@ -415,7 +453,7 @@ impl Eks for AwsEks {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| map_err("ListNodegroups", self.cluster_resource(), e))?;
+                .map_err(|e| self.sdk_error("ListNodegroups", self.cluster_resource(), e))?;
             names.extend(out.nodegroups().iter().cloned());
             match out.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -433,10 +471,10 @@ impl Eks for AwsEks {
             .nodegroup_name(name)
             .send()
             .await
-            .map_err(|e| map_err(op, self.ng_resource(name), e))?;
+            .map_err(|e| self.sdk_error(op, self.ng_resource(name), e))?;
         let ng = out
             .nodegroup()
-            .ok_or_else(|| missing(op, self.ng_resource(name), "nodegroup"))?;
+            .ok_or_else(|| self.missing(op, self.ng_resource(name), "nodegroup"))?;
         Ok(to_nodegroup(name, ng))
     }
 
@@ -488,8 +526,10 @@ impl Eks for AwsEks {
             .set_update_config(update_config)
             .send()
             .await
-            .map_err(|e| map_err(op, res(), e))?;
-        let ng = out.nodegroup().ok_or_else(|| missing(op, res(), "nodegroup"))?;
+            .map_err(|e| self.sdk_error(op, res(), e))?;
+        let ng = out
+            .nodegroup()
+            .ok_or_else(|| self.missing(op, res(), "nodegroup"))?;
         Ok(to_nodegroup(name, ng))
     }
 
@@ -500,7 +540,7 @@ impl Eks for AwsEks {
             .nodegroup_name(name)
             .send()
             .await
-            .map_err(|e| map_err("DeleteNodegroup", self.ng_resource(name), e))?;
+            .map_err(|e| self.sdk_error("DeleteNodegroup", self.ng_resource(name), e))?;
         Ok(())
     }
 
@@ -513,10 +553,10 @@ impl Eks for AwsEks {
             .version(version)
             .send()
             .await
-            .map_err(|e| map_err(op, self.cluster_resource(), e))?;
+            .map_err(|e| self.sdk_error(op, self.cluster_resource(), e))?;
         let u = out
             .update()
-            .ok_or_else(|| missing(op, self.cluster_resource(), "update"))?;
+            .ok_or_else(|| self.missing(op, self.cluster_resource(), "update"))?;
         Ok(to_update(u))
     }
 
@@ -536,10 +576,10 @@ impl Eks for AwsEks {
             .force(force)
             .send()
             .await
-            .map_err(|e| map_err(op, self.ng_resource(nodegroup), e))?;
+            .map_err(|e| self.sdk_error(op, self.ng_resource(nodegroup), e))?;
         let u = out
             .update()
-            .ok_or_else(|| missing(op, self.ng_resource(nodegroup), "update"))?;
+            .ok_or_else(|| self.missing(op, self.ng_resource(nodegroup), "update"))?;
         Ok(to_update(u))
     }
 
@@ -555,8 +595,8 @@ impl Eks for AwsEks {
             .set_addon_name(subject.addon().map(str::to_string))
             .send()
             .await
-            .map_err(|e| map_err(op, res(), e))?;
-        let u = out.update().ok_or_else(|| missing(op, res(), "update"))?;
+            .map_err(|e| self.sdk_error(op, res(), e))?;
+        let u = out.update().ok_or_else(|| self.missing(op, res(), "update"))?;
         Ok(to_update(u))
     }
 
@@ -574,7 +614,7 @@ impl Eks for AwsEks {
                 .send()
                 .await
                 .map_err(|e| {
-                    map_err(
+                    self.sdk_error(
                         "ListUpdates",
                         format!("updates of {subject} of cluster {}", self.cluster),
                         e,
@@ -599,7 +639,7 @@ impl Eks for AwsEks {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| map_err("ListAddons", self.cluster_resource(), e))?;
+                .map_err(|e| self.sdk_error("ListAddons", self.cluster_resource(), e))?;
             names.extend(out.addons().iter().cloned());
             match out.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -618,8 +658,8 @@ impl Eks for AwsEks {
             .addon_name(name)
             .send()
             .await
-            .map_err(|e| map_err(op, res(), e))?;
-        let a = out.addon().ok_or_else(|| missing(op, res(), "addon"))?;
+            .map_err(|e| self.sdk_error(op, res(), e))?;
+        let a = out.addon().ok_or_else(|| self.missing(op, res(), "addon"))?;
         Ok(to_addon(name, a))
     }
 
@@ -641,7 +681,7 @@ impl Eks for AwsEks {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| map_err("DescribeAddonVersions", res(), e))?;
+                .map_err(|e| self.sdk_error("DescribeAddonVersions", res(), e))?;
             for info in page.addons().iter().filter(|i| i.addon_name() == Some(addon)) {
                 for v in info.addon_versions() {
                     let Some(version) = v.addon_version() else {
@@ -682,8 +722,8 @@ impl Eks for AwsEks {
             .resolve_conflicts(eks_types::ResolveConflicts::Preserve)
             .send()
             .await
-            .map_err(|e| map_err(op, res(), e))?;
-        let u = out.update().ok_or_else(|| missing(op, res(), "update"))?;
+            .map_err(|e| self.sdk_error(op, res(), e))?;
+        let u = out.update().ok_or_else(|| self.missing(op, res(), "update"))?;
         Ok(to_update(u))
     }
 
@@ -705,7 +745,7 @@ impl Eks for AwsEks {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| map_err("ListInsights", self.cluster_resource(), e));
+                .map_err(|e| self.sdk_error("ListInsights", self.cluster_resource(), e));
             let out = match sent {
                 Ok(out) => out,
                 Err(e) if e.is_unavailable_operation() => {
@@ -743,8 +783,8 @@ impl Eks for AwsEks {
             .id(id)
             .send()
             .await
-            .map_err(|e| map_err(op, res(), e))?;
-        let i = out.insight().ok_or_else(|| missing(op, res(), "insight"))?;
+            .map_err(|e| self.sdk_error(op, res(), e))?;
+        let i = out.insight().ok_or_else(|| self.missing(op, res(), "insight"))?;
         let deprecations = i
             .category_specific_summary()
             .map(|c| {
@@ -827,7 +867,7 @@ impl Eks for AwsEks {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| map_err(op, res(), e))?;
+                .map_err(|e| self.sdk_error(op, res(), e))?;
             found.extend(out.auto_scaling_groups().iter().map(to_asg));
             match out.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -858,7 +898,7 @@ impl Eks for AwsEks {
             .max_size(size.max)
             .send()
             .await
-            .map_err(|e| map_err("UpdateAutoScalingGroup", format!("autoscaling group {asg}"), e))?;
+            .map_err(|e| self.sdk_error("UpdateAutoScalingGroup", format!("autoscaling group {asg}"), e))?;
         Ok(())
     }
 
@@ -869,7 +909,7 @@ impl Eks for AwsEks {
             .force_delete(force)
             .send()
             .await
-            .map_err(|e| map_err("DeleteAutoScalingGroup", format!("autoscaling group {asg}"), e))?;
+            .map_err(|e| self.sdk_error("DeleteAutoScalingGroup", format!("autoscaling group {asg}"), e))?;
         Ok(())
     }
 }

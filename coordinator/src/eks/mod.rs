@@ -163,9 +163,11 @@ impl EksError {
         }
     }
 
-    /// A short, stable label for metrics.
+    /// A short, stable label for metrics (`not_found` apart from other API errors, so expected
+    /// lookups of absent resources do not look like failures).
     pub fn metric_label(&self) -> &'static str {
         match self {
+            EksError::Api { .. } if self.is_not_found() => "not_found",
             EksError::Api { .. } if self.retryable() => "api_retryable",
             EksError::Api { .. } => "api",
             EksError::Transport { .. } => "transport",

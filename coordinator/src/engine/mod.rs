@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::convert;
 use crate::eks::Eks;
+use crate::metrics::CoordinatorMetrics;
 use crate::operation::{self, Action, Event, OperationState as Machine, RunMode};
 use crate::params::{MigrationParams, Params};
 use crate::plan::{Runner, Step};
@@ -169,6 +170,7 @@ struct Inner<E> {
     eks: HashMap<String, Arc<E>>,
     sessions: Arc<Sessions>,
     options: EngineOptions,
+    metrics: CoordinatorMetrics,
     actors: Mutex<HashMap<String, ActorEntry>>,
     progress: Mutex<HashMap<String, pb::StepProgress>>,
     updates: broadcast::Sender<Update>,
@@ -227,6 +229,17 @@ impl<E: Eks + 'static> Engine<E> {
         sessions: Arc<Sessions>,
         options: EngineOptions,
     ) -> Self {
+        Self::with_metrics(store, eks, sessions, options, CoordinatorMetrics::new())
+    }
+
+    /// As [`Engine::new`], counting operations by state and step durations in `metrics`.
+    pub fn with_metrics(
+        store: Arc<dyn Store>,
+        eks: HashMap<String, Arc<E>>,
+        sessions: Arc<Sessions>,
+        options: EngineOptions,
+        metrics: CoordinatorMetrics,
+    ) -> Self {
         let (updates, _) = broadcast::channel(4096);
         let (shutdown, _) = watch::channel(false);
         Engine {
@@ -235,6 +248,7 @@ impl<E: Eks + 'static> Engine<E> {
                 eks,
                 sessions,
                 options,
+                metrics,
                 actors: Mutex::default(),
                 progress: Mutex::default(),
                 updates,
@@ -288,6 +302,7 @@ impl<E: Eks + 'static> Engine<E> {
         let ops = blocking(&self.inner.store, |s| s.list_operations(None)).await?;
         let mut n = 0;
         for op in ops {
+            self.inner.metrics.operation_moved(None, op.state);
             let machine = op.machine.clone().unwrap_or(Machine::Pending);
             if machine.is_terminal() {
                 continue;
@@ -328,6 +343,7 @@ impl<E: Eks + 'static> Engine<E> {
         }
         let rec = record.clone();
         let created = blocking(&self.inner.store, move |s| s.create_operation(&rec)).await?;
+        self.inner.metrics.operation_moved(None, created.state);
         tracing::info!(operation = %created.id, cluster = %created.cluster, created_by = %created.created_by, "operation created");
         let (reply, rx) = oneshot::channel();
         let plan = record::plan_of(&created);
@@ -395,6 +411,11 @@ impl<E: Eks + 'static> Engine<E> {
     /// The EKS handle of a configured cluster.
     pub fn eks(&self, cluster: &str) -> Option<Arc<E>> {
         self.inner.eks.get(cluster).cloned()
+    }
+
+    /// The coordinator's metrics (operations, steps; the gateway counts agents in them).
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.inner.metrics
     }
 
     /// The agents' sessions.
@@ -756,6 +777,18 @@ impl<E: Eks + 'static> Actor<E> {
             .await;
             match committed {
                 Ok((rec, logged)) => {
+                    let metrics = &self.engine.inner.metrics;
+                    metrics.operation_moved(Some(self.record.state), rec.state);
+                    if let Event::StepSucceeded { step, .. } | Event::StepFailed { step, .. } = &input.event {
+                        let id = record::step_id(*step);
+                        if let Some(s) = rec.steps.iter().find(|s| s.id == id) {
+                            if let (Some(start), Some(end)) = (s.started_at, s.finished_at) {
+                                let took = end.duration_since(start).unsigned_abs();
+                                let ok = matches!(input.event, Event::StepSucceeded { .. });
+                                metrics.step_finished(*step, ok, took);
+                            }
+                        }
+                    }
                     self.record = rec;
                     self.machine = next;
                     let inner = &self.engine.inner;

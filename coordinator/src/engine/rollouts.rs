@@ -216,6 +216,10 @@ impl<E: Eks + 'static> Rollouts<E> {
             version: 0,
         };
         let created = blocking(self.store(), move |s| s.create_rollout(&rec)).await?;
+        self.inner
+            .engine
+            .metrics()
+            .rollout_moved(None, created.rollout.state());
         tracing::info!(rollout = %created.rollout.id, name = %created.rollout.spec.name, created_by = %created.rollout.created_by, "rollout created");
         let facts = self.cluster_facts();
         self.command_on(created, Event::Start { clusters: facts }).await
@@ -255,6 +259,10 @@ impl<E: Eks + 'static> Rollouts<E> {
     /// Reloads every unfinished rollout and continues it ([`Event::Restarted`]). Returns how many.
     pub async fn resume_all(&self) -> Result<usize, RolloutError> {
         let all = self.list().await?;
+        let metrics = self.inner.engine.metrics();
+        for record in &all {
+            metrics.rollout_moved(None, record.rollout.state());
+        }
         let mut n = 0;
         for record in all.into_iter().filter(|r| !r.rollout.is_final()) {
             tracing::info!(rollout = %record.rollout.id, state = %record.rollout.state(), "resuming rollout");
@@ -477,6 +485,11 @@ impl<E: Eks + 'static> Actor<E> {
             .await;
             match committed {
                 Ok(rec) => {
+                    self.rollouts
+                        .inner
+                        .engine
+                        .metrics()
+                        .rollout_moved(Some(before.state()), rec.rollout.state());
                     self.record = rec;
                     let _ = self.rollouts.inner.updates.send(Arc::new(self.record.clone()));
                 }

@@ -20,6 +20,7 @@ use super::Sessions;
 use crate::auth;
 use crate::eks::Eks;
 use crate::engine::{DeliverError, Engine};
+use crate::metrics::ConnectedAgent;
 
 /// How long an agent has to send its Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,6 +124,7 @@ impl<E: Eks + 'static> AgentGateway for Gateway<E> {
         self.engine.agent_connected(&cluster);
 
         let reader = Reader {
+            _connected: self.engine.metrics().agent_connected(),
             engine: self.engine.clone(),
             sessions: self.sessions.clone(),
             cluster,
@@ -138,6 +140,8 @@ impl<E: Eks + 'static> AgentGateway for Gateway<E> {
 
 /// Reads one session's messages until it ends.
 struct Reader<E> {
+    /// Holds `flotilla_coordinator_connected_agents` up while the session lasts.
+    _connected: ConnectedAgent,
     engine: Engine<E>,
     sessions: Arc<Sessions>,
     cluster: String,

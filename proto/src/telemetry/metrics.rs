@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::{Encoder as _, Registry, TextEncoder};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+/// The shutdown signal [`serve_metrics`] takes (re-exported so callers need no tokio-util).
+pub use tokio_util::sync::CancellationToken;
 
 use super::TelemetryError;
 

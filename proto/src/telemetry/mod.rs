@@ -42,10 +42,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub use self::metrics::{serve_metrics, MetricsServer};
+pub use self::metrics::{serve_metrics, CancellationToken, MetricsServer};
 pub use self::propagation::{
-    extract, extract_metadata, extract_traceparent, inject, inject_metadata, set_parent, set_parent_root,
-    traceparent, TraceContext, TraceContextInterceptor,
+    extract, extract_headers, extract_metadata, extract_traceparent, grpc_server_span, inject,
+    inject_metadata, set_parent, set_parent_root, traceparent, TraceContext, TraceContextInterceptor,
 };
 
 /// Which spans and events go to the OTLP exporter: every `info` span and event of our crates;

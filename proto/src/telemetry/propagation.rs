@@ -58,6 +58,21 @@ pub fn extract_metadata(metadata: &MetadataMap) -> Context {
     TraceContextPropagator::new().extract(&MetadataExtractor(metadata))
 }
 
+/// The remote parent HTTP headers name (a tower layer's or tonic `trace_fn`'s view of a call).
+pub fn extract_headers(headers: &http::HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// The span a gRPC server handles one call in — for tonic's
+/// `Server::builder().trace_fn(telemetry::grpc_server_span)`: named `grpc` with the call's
+/// `method` (`/flotilla.fleet.v1.Fleet/ListClusters`), its OpenTelemetry parent the caller's span
+/// when the request's `traceparent` names one.
+pub fn grpc_server_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", method = %request.uri().path());
+    set_parent(&span, extract_headers(request.headers()));
+    span
+}
+
 /// The remote parent one `traceparent` header value names.
 pub fn extract_traceparent(traceparent: &str) -> Context {
     let mut map = TraceContext::new();
@@ -115,6 +130,19 @@ impl Injector for MetadataInjector<'_> {
         ) {
             self.0.insert(k, v);
         }
+    }
+}
+
+/// Reads W3C headers out of HTTP headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 
@@ -212,6 +240,28 @@ mod tests {
                     "{bad}"
                 );
             }
+        });
+    }
+
+    #[test]
+    fn a_grpc_server_span_joins_the_callers_trace() {
+        traced(|| {
+            let req = http::Request::builder()
+                .uri("/flotilla.fleet.v1.Fleet/ListClusters")
+                .header(TRACEPARENT, PARENT)
+                .body(())
+                .expect("request");
+            let span = grpc_server_span(&req);
+            let (trace, _) = ids(&extract(&inject(&span)));
+            assert_eq!(trace.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(
+                ids(&extract_headers(req.headers())),
+                ids(&extract_traceparent(PARENT))
+            );
+            // Without a traceparent the call starts its own trace.
+            let plain = http::Request::builder().uri("/x.Y/Z").body(()).expect("request");
+            let (other, _) = ids(&extract(&inject(&grpc_server_span(&plain))));
+            assert_ne!(other, trace);
         });
     }
 
