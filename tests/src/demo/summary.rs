@@ -661,11 +661,6 @@ impl Summary {
     }
 }
 
-/// (operation kind, hop, step name).
-type StepKey = (String, String, String);
-/// (seconds, cluster, succeeded).
-type StepTime = (f64, String, bool);
-
 /// `0.8s`, `12.3s`, `3m12s`.
 fn secs(s: f64) -> String {
     if s < 60.0 {
