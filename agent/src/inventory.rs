@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde::Serialize;
 
@@ -27,7 +28,29 @@ pub struct Inventory {
     pub deployments: Vec<DeploymentInfo>,
     /// PodDisruptionBudgets that allow no disruption right now (a drain would wait on them).
     pub blocking_pdbs: Vec<PdbInfo>,
+    /// The kube-system workloads EKS add-ons may also manage, with their images (`None` when
+    /// the inventory was built without reading them).
+    pub addon_workloads: Option<Vec<AddonWorkload>>,
 }
+
+/// A kube-system workload an EKS add-on may also manage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddonWorkload {
+    /// The add-on: `coredns`, `kube-proxy` or `vpc-cni`.
+    pub addon: String,
+    /// Its first container's image.
+    pub image: String,
+}
+
+/// The namespace EKS add-ons run in.
+pub const ADDON_NAMESPACE: &str = "kube-system";
+
+/// (add-on, kind of workload, workload name in kube-system) for each add-on the inventory reports.
+const ADDON_WORKLOADS: [(&str, &str, &str); 3] = [
+    ("coredns", "Deployment", "coredns"),
+    ("kube-proxy", "DaemonSet", "kube-proxy"),
+    ("vpc-cni", "DaemonSet", "aws-node"),
+];
 
 /// One node group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,7 +117,38 @@ pub async fn collect<C: Cluster>(cluster: &C) -> Result<Inventory, StepError> {
     let deployments = cluster.deployments().await?;
     let hpas = cluster.hpas().await?;
     let pdbs = cluster.pdbs().await?;
-    Ok(build(version, &nodes, &deployments, &hpas, &pdbs))
+    let daemon_sets = cluster.daemon_sets(ADDON_NAMESPACE).await?;
+    let mut inventory = build(version, &nodes, &deployments, &hpas, &pdbs);
+    inventory.addon_workloads = Some(addon_workloads(&deployments, &daemon_sets));
+    Ok(inventory)
+}
+
+/// The images of kube-system's `coredns` Deployment and `kube-proxy` / `aws-node` DaemonSets
+/// (those present), for the upgrade's check of self-managed add-ons.
+pub fn addon_workloads(deployments: &[Deployment], daemon_sets: &[DaemonSet]) -> Vec<AddonWorkload> {
+    fn image(template: Option<&PodTemplateSpec>) -> Option<String> {
+        let spec = template?.spec.as_ref()?;
+        spec.containers.first()?.image.clone()
+    }
+    let in_kube_system = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, name: &str| {
+        meta.namespace.as_deref() == Some(ADDON_NAMESPACE) && meta.name.as_deref() == Some(name)
+    };
+    ADDON_WORKLOADS
+        .iter()
+        .filter_map(|&(addon, kind, name)| {
+            let image = if kind == "Deployment" {
+                let d = deployments.iter().find(|d| in_kube_system(&d.metadata, name))?;
+                image(d.spec.as_ref().map(|s| &s.template))
+            } else {
+                let d = daemon_sets.iter().find(|d| in_kube_system(&d.metadata, name))?;
+                image(d.spec.as_ref().map(|s| &s.template))
+            }?;
+            Some(AddonWorkload {
+                addon: addon.to_string(),
+                image,
+            })
+        })
+        .collect()
 }
 
 /// Builds an [`Inventory`] from objects already read.
@@ -169,6 +223,7 @@ pub fn build(
         nodes: node_infos,
         deployments,
         blocking_pdbs,
+        addon_workloads: None,
     }
 }
 
@@ -270,6 +325,72 @@ mod tests {
         assert_eq!(
             (web.replicas, web.available, web.hpa.as_deref()),
             (2, 2, Some("shop/web"))
+        );
+        // Read, and none found: reported as looked for, not as unknown.
+        assert_eq!(inv.addon_workloads, Some(vec![]));
+    }
+
+    #[test]
+    fn addon_workloads_are_the_kube_system_images_by_add_on() {
+        use k8s_openapi::api::apps::v1::{DaemonSetSpec, DeploymentSpec};
+        use k8s_openapi::api::core::v1::{Container, PodSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let meta = |ns: &str, name: &str| ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        let template = |image: &str| PodTemplateSpec {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let deployment = |ns: &str, name: &str, image: &str| Deployment {
+            metadata: meta(ns, name),
+            spec: Some(DeploymentSpec {
+                template: template(image),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let daemon_set = |ns: &str, name: &str, image: &str| DaemonSet {
+            metadata: meta(ns, name),
+            spec: Some(DaemonSetSpec {
+                template: template(image),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let found = addon_workloads(
+            &[
+                deployment("shop", "coredns", "not/this:v0"),
+                deployment("kube-system", "coredns", "ecr/eks/coredns:v1.11.4-eksbuild.2"),
+            ],
+            &[
+                daemon_set(
+                    "kube-system",
+                    "kube-proxy",
+                    "ecr/eks/kube-proxy:v1.33.5-minimal-eksbuild.1",
+                ),
+                daemon_set("kube-system", "other", "x:y"),
+            ],
+        );
+        let pairs: Vec<(&str, &str)> = found
+            .iter()
+            .map(|w| (w.addon.as_str(), w.image.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("coredns", "ecr/eks/coredns:v1.11.4-eksbuild.2"),
+                ("kube-proxy", "ecr/eks/kube-proxy:v1.33.5-minimal-eksbuild.1"),
+            ]
         );
     }
 

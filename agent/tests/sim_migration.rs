@@ -20,7 +20,7 @@ use flotilla_sim::fleet::{Fleet, FleetOptions};
 use flotilla_sim::scenario::{
     IntOrPercent, NodeGroupSpec, NodeGroupType, PdbSpec, Scenario, TaintEffect, TaintSpec,
 };
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -905,6 +905,9 @@ impl Cluster for Killable<'_> {
     }
     async fn replica_sets(&self) -> CResult<Vec<ReplicaSet>> {
         self.inner.replica_sets().await
+    }
+    async fn daemon_sets(&self, namespace: &str) -> CResult<Vec<DaemonSet>> {
+        self.inner.daemon_sets(namespace).await
     }
     async fn patch_deployment(&self, ns: &str, name: &str, patch: &DeploymentPatch) -> CResult<Deployment> {
         self.gate().await;

@@ -22,7 +22,9 @@ use crate::params::{
 use crate::plan::{Runner, Step};
 use crate::sessions::SessionInfo;
 use crate::store::{OperationKind, OperationRecord, StepRecord, StepState};
-use crate::upgrade::{AgentInventory, GroupKind, InventoryNode, InventoryNodeGroup, InventoryPdb};
+use crate::upgrade::{
+    AddonWorkload, AgentInventory, GroupKind, InventoryNode, InventoryNodeGroup, InventoryPdb,
+};
 
 /// Deployments surged whatever runs on the old nodes (DESIGN.md, step 4).
 pub const ALWAYS_SURGED: [&str; 2] = ["kube-system/coredns", "kube-system/aws-load-balancer-controller"];
@@ -347,8 +349,15 @@ pub fn agent_inventory(inv: &pb::Inventory) -> AgentInventory {
                 desired: p.desired,
             })
             .collect(),
-        // The wire inventory does not carry the kube-system add-on images.
-        addon_workloads: None,
+        addon_workloads: inv.addon_workloads_reported.then(|| {
+            inv.addon_workloads
+                .iter()
+                .map(|w| AddonWorkload {
+                    addon: w.addon.clone(),
+                    image: w.image.clone(),
+                })
+                .collect()
+        }),
     }
 }
 

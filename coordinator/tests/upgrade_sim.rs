@@ -15,8 +15,8 @@ use flotilla_coordinator::eks::{Backoff, Eks, UpdateSubject, WaitOptions};
 use flotilla_coordinator::plan::Step;
 use flotilla_coordinator::upgrade::{
     preflight, upgrade_addons, upgrade_control_plane, upgrade_nodegroups, AddonOutcome, AgentInventory,
-    GroupKind, InsightsCheck, InventoryNode, InventoryNodeGroup, InventoryPdb, MinorVersion, NoProgress,
-    NodegroupOutcome, ProgressUpdate, RunMode, SelfManagedAddons, StepReport, UpgradeError, UpgradeOptions,
+    InsightsCheck, MinorVersion, NoProgress, NodegroupOutcome, ProgressUpdate, RunMode, SelfManagedAddons,
+    StepReport, UpgradeError, UpgradeOptions,
 };
 use flotilla_sim::fleet::{Fleet, FleetOptions};
 use flotilla_sim::scenario::Scenario;
@@ -110,51 +110,14 @@ fn options(force: bool) -> UpgradeOptions {
     }
 }
 
-/// The agent's inventory (kube-rs against the simulated cluster), in the coordinator's types,
-/// as the engine converts the agent's `Inventory` step output.
+/// The agent's inventory (kube-rs against the simulated cluster), through the wire as the
+/// engine receives the agent's `Inventory` step output.
 async fn inventory(sim: &Sim) -> AgentInventory {
     let inv = flotilla_agent::inventory::collect(&sim.kube)
         .await
         .expect("agent inventory");
-    let kind = |k: flotilla_agent::model::GroupKind| match k {
-        flotilla_agent::model::GroupKind::Managed => GroupKind::Managed,
-        flotilla_agent::model::GroupKind::SelfManaged => GroupKind::SelfManaged,
-    };
-    AgentInventory {
-        api_server_version: inv.version,
-        node_groups: inv
-            .node_groups
-            .into_iter()
-            .map(|g| InventoryNodeGroup {
-                name: g.name,
-                kind: kind(g.kind),
-                nodes: g.nodes,
-                ready: g.ready,
-                kubelet_versions: g.kubelet_versions,
-            })
-            .collect(),
-        nodes: inv
-            .nodes
-            .into_iter()
-            .map(|n| InventoryNode {
-                name: n.name,
-                group: n.group,
-                kubelet_version: n.kubelet_version,
-                ready: n.ready,
-            })
-            .collect(),
-        blocking_pdbs: inv
-            .blocking_pdbs
-            .into_iter()
-            .map(|p| InventoryPdb {
-                name: p.name,
-                expected: p.expected,
-                healthy: p.healthy,
-                desired: p.desired,
-            })
-            .collect(),
-        addon_workloads: None,
-    }
+    let wire = flotilla_agent::uplink::convert::inventory_to_proto(&inv);
+    flotilla_coordinator::convert::agent_inventory(&wire)
 }
 
 fn pdb_violations(sim: &Sim) -> u64 {
@@ -228,11 +191,14 @@ async fn a_1_33_cluster_is_upgraded_to_1_34_step_by_step() {
         let d = sim.eks.describe_addon(a).await.unwrap();
         assert_eq!(d.status.as_wire(), "ACTIVE", "{a}");
     }
-    assert!(matches!(
+    // All three are EKS managed add-ons here: none is checked as self-managed.
+    assert_eq!(
         addons.self_managed,
-        SelfManagedAddons::NotChecked { .. }
-    ));
-    assert!(addons.summary().contains("not checked"), "{}", addons.summary());
+        SelfManagedAddons::Checked {
+            lagging: vec![],
+            current: vec![]
+        }
+    );
 
     // Postflight (the agent's step): every kubelet at 1.34, every Deployment available.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -272,6 +238,81 @@ async fn a_1_33_cluster_is_upgraded_to_1_34_step_by_step() {
 
 /// A 1.33 cluster with everything preflight must refuse: a self-managed group, a managed group
 /// a minor behind, a budget that allows no disruption, and deprecated APIs removed in 1.34.
+/// As [`UPGRADABLE`], but no EKS managed add-on: coredns, kube-proxy and aws-node are the
+/// cluster's own (self-managed) Deployment and DaemonSets.
+const SELF_MANAGED_ADDONS: &str = r#"
+kubernetesVersion: "1.33"
+nodeGroups:
+  - {name: ng-a, type: managed, nodes: 1, instanceType: m5.xlarge, capacity: {pods: 30, cpu: "4", memory: 16Gi}}
+namespaces: [shop]
+deployments:
+  - {name: web, namespace: shop, replicas: 1, cpu: 100m, memory: 128Mi}
+  - {name: coredns, namespace: kube-system, replicas: 1, cpu: 100m, memory: 70Mi}
+pods: []
+eks:
+  addons: []
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_managed_addons_lagging_the_new_minor_are_reported_from_the_agents_inventory() {
+    let sim = start(SELF_MANAGED_ADDONS).await;
+    let opts = options(false);
+    assert!(sim.eks.list_addons().await.unwrap().is_empty());
+    // The agent reads the images from kube-system (kube-rs), the wire carries them.
+    let inv = inventory(&sim).await;
+    let workloads = inv
+        .addon_workloads
+        .clone()
+        .expect("the agent reports add-on workloads");
+    let image = |addon: &str| {
+        workloads
+            .iter()
+            .find(|w| w.addon == addon)
+            .unwrap_or_else(|| panic!("{addon} in {workloads:?}"))
+            .image
+            .clone()
+    };
+    assert!(
+        image("coredns").ends_with("/eks/coredns:v1.11.4-eksbuild.2"),
+        "{}",
+        image("coredns")
+    );
+    assert!(
+        image("kube-proxy").contains("/eks/kube-proxy:v1.33."),
+        "{}",
+        image("kube-proxy")
+    );
+    assert!(
+        image("vpc-cni").contains("amazon-k8s-cni:"),
+        "{}",
+        image("vpc-cni")
+    );
+
+    upgrade_control_plane(&sim.eks, V34, RunMode::Fresh, &opts, &NoProgress)
+        .await
+        .expect("control plane upgraded");
+    let addons = upgrade_addons(&sim.eks, V34, Some(&inv), RunMode::Fresh, &opts, &NoProgress)
+        .await
+        .expect("nothing to update, the lagging ones reported");
+    assert!(addons.addons.is_empty(), "{:?}", addons.addons);
+    let SelfManagedAddons::Checked { lagging, current } = &addons.self_managed else {
+        panic!("not checked: {:?}", addons.self_managed);
+    };
+    let mut names: Vec<&str> = lagging.iter().map(|l| l.addon.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["coredns", "kube-proxy"], "{lagging:?}");
+    let coredns = lagging.iter().find(|l| l.addon == "coredns").unwrap();
+    assert_eq!(coredns.version, "v1.11.4-eksbuild.2");
+    assert_eq!(coredns.expected, "v1.12.3-eksbuild.1");
+    // vpc-cni is not among the add-ons checked when self-managed (coredns and kube-proxy are).
+    assert!(current.is_empty(), "{current:?}");
+    let summary = addons.summary();
+    assert!(summary.contains("self-managed lagging: coredns"), "{summary}");
+    // Reporting changes nothing in the cluster.
+    let again = inventory(&sim).await;
+    assert_eq!(again.addon_workloads, inv.addon_workloads);
+}
+
 const BLOCKED: &str = r#"
 kubernetesVersion: "1.33"
 nodeGroups:

@@ -199,6 +199,18 @@ fn inventory(i: usize) -> pb::Inventory {
     })
     .collect();
     pb::Inventory {
+        addon_workloads: [
+            ("coredns", "eks/coredns:v1.11.4-eksbuild.2"),
+            ("kube-proxy", "eks/kube-proxy:v1.33.5-minimal-eksbuild.1"),
+            ("vpc-cni", "amazon-k8s-cni:v1.20.4-eksbuild.1"),
+        ]
+        .into_iter()
+        .map(|(addon, image)| pb::AddonWorkload {
+            addon: addon.into(),
+            image: format!("602401143452.dkr.ecr.us-west-2.amazonaws.com/{image}"),
+        })
+        .collect(),
+        addon_workloads_reported: true,
         version: "1.33".into(),
         node_groups: vec![pb::NodeGroup {
             name: "ng-old".into(),

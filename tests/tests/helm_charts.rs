@@ -20,7 +20,7 @@ use flotilla_agent::cluster::{
 use flotilla_sim::fleet::{Fleet, FleetOptions};
 use flotilla_sim::scenario::Scenario;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Node, Pod, PodSpec, Probe, Secret, Service, ServiceAccount, Volume,
@@ -1397,6 +1397,7 @@ const METHODS: &[&str] = &[
     "pods",
     "deployments",
     "replica_sets",
+    "daemon_sets",
     "patch_deployment",
     "hpas",
     "patch_hpa",
@@ -1450,6 +1451,10 @@ impl<C: Cluster> Cluster for Exercised<C> {
     async fn replica_sets(&self) -> ClusterResult<Vec<ReplicaSet>> {
         self.note("replica_sets");
         self.inner.replica_sets().await
+    }
+    async fn daemon_sets(&self, namespace: &str) -> ClusterResult<Vec<DaemonSet>> {
+        self.note("daemon_sets");
+        self.inner.daemon_sets(namespace).await
     }
     async fn patch_deployment(
         &self,
@@ -1527,6 +1532,13 @@ async fn exercise<C: Cluster>(cluster: &C) {
         .expect("pods on a node");
     let deployments = cluster.deployments().await.expect("deployments");
     cluster.replica_sets().await.expect("replicasets");
+    let daemon_sets = cluster.daemon_sets("kube-system").await.expect("daemonsets");
+    assert!(
+        daemon_sets
+            .iter()
+            .any(|d| d.metadata.name.as_deref() == Some("kube-proxy")),
+        "the default scenario runs kube-proxy in kube-system"
+    );
     let (ns, name) = meta(&deployments[0].metadata);
     let mut annotations = BTreeMap::new();
     annotations.insert("flotilla.test/rbac".to_string(), Some("checked".to_string()));

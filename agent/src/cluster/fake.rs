@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentSpec, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
 };
@@ -39,6 +39,8 @@ pub struct FakeState {
     pub deployments: BTreeMap<String, Deployment>,
     /// ReplicaSets by `namespace/name` (one per Deployment).
     pub replica_sets: BTreeMap<String, ReplicaSet>,
+    /// DaemonSets by `namespace/name`.
+    pub daemon_sets: BTreeMap<String, DaemonSet>,
     /// HPAs by `namespace/name`.
     pub hpas: BTreeMap<String, HorizontalPodAutoscaler>,
     /// PDBs by `namespace/name` (status computed on read).
@@ -747,6 +749,17 @@ impl Cluster for FakeCluster {
 
     async fn replica_sets(&self) -> Result<Vec<ReplicaSet>> {
         Ok(self.state().replica_sets.values().cloned().collect())
+    }
+
+    async fn daemon_sets(&self, namespace: &str) -> Result<Vec<DaemonSet>> {
+        let prefix = format!("{namespace}/");
+        Ok(self
+            .state()
+            .daemon_sets
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, d)| d.clone())
+            .collect())
     }
 
     async fn patch_deployment(

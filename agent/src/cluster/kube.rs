@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -90,6 +90,13 @@ pub const RBAC: &[ApiAccess] = &[
         resource: "replicasets",
         verbs: &["list"],
         used_by: "replica_sets(): SurgeScale, VerifyReady and RestoreScale map pods to their Deployment",
+    },
+    ApiAccess {
+        group: "apps",
+        resource: "daemonsets",
+        verbs: &["list"],
+        used_by: "daemon_sets(): inventory reads the images of kube-system's kube-proxy and aws-node, \
+                  so an upgrade can report a self-managed add-on that lags the new minor",
     },
     ApiAccess {
         group: "autoscaling",
@@ -416,6 +423,15 @@ impl Cluster for KubeCluster {
         self.list_all(
             Api::all(self.client.clone()),
             "replicasets",
+            ListParams::default(),
+        )
+        .await
+    }
+
+    async fn daemon_sets(&self, namespace: &str) -> Result<Vec<DaemonSet>> {
+        self.list_all(
+            Api::namespaced(self.client.clone(), namespace),
+            "daemonsets",
             ListParams::default(),
         )
         .await

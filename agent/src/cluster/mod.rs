@@ -9,7 +9,7 @@ use std::future::Future;
 
 use futures::stream::BoxStream;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -214,6 +214,8 @@ pub trait Cluster: Send + Sync {
     fn deployments(&self) -> impl Future<Output = Result<Vec<Deployment>>> + Send;
     /// ReplicaSets in every namespace.
     fn replica_sets(&self) -> impl Future<Output = Result<Vec<ReplicaSet>>> + Send;
+    /// DaemonSets in one namespace (the inventory reads kube-system's add-on images).
+    fn daemon_sets(&self, namespace: &str) -> impl Future<Output = Result<Vec<DaemonSet>>> + Send;
     /// Patches a Deployment's annotations and replicas.
     fn patch_deployment(
         &self,

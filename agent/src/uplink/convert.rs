@@ -223,6 +223,16 @@ pub fn inventory_to_proto(inv: &Inventory) -> pb::Inventory {
         nodes: inv.nodes.iter().map(node).collect(),
         deployments: inv.deployments.iter().map(deployment).collect(),
         blocking_pdbs: inv.blocking_pdbs.iter().map(pdb).collect(),
+        addon_workloads: inv
+            .addon_workloads
+            .iter()
+            .flatten()
+            .map(|w| pb::AddonWorkload {
+                addon: w.addon.clone(),
+                image: w.image.clone(),
+            })
+            .collect(),
+        addon_workloads_reported: inv.addon_workloads.is_some(),
     }
 }
 

@@ -61,6 +61,8 @@ fn cluster(id: &str, env: &str, connected: bool) -> pb::Cluster {
         agent_version: "0.1.0".into(),
         last_seen: ts(T0),
         inventory: Some(pb::Inventory {
+            addon_workloads: Vec::new(),
+            addon_workloads_reported: false,
             version: "v1.33.4-eks-1".into(),
             node_groups: vec![pb::NodeGroup {
                 name: "ng-old".into(),

@@ -30,6 +30,8 @@ fn cluster() -> pb::Cluster {
         agent_version: "0.1.0".into(),
         last_seen: ts(NOW - 12),
         inventory: Some(pb::Inventory {
+            addon_workloads: Vec::new(),
+            addon_workloads_reported: false,
             version: "v1.33.4-eks-1234567".into(),
             node_groups: vec![
                 pb::NodeGroup {
