@@ -36,6 +36,9 @@ use crate::upgrade::MinorVersion;
 /// Default and largest `page_size` of ListOperations.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
+/// Default and largest `page_size` of ListClusters.
+const DEFAULT_CLUSTER_PAGE: usize = 1000;
+const MAX_CLUSTER_PAGE: usize = 5000;
 
 /// The `Fleet` service.
 pub struct FleetService<E> {
@@ -318,16 +321,34 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         let text = &request.get_ref().label_selector;
         let selector = Selector::parse(text)
             .map_err(|e| Status::invalid_argument(format!("label_selector: {text:?} {e}")))?;
-        let mut busy = self.engine.current_operations();
-        let mut clusters: Vec<pb::Cluster> = self
+        let req = request.get_ref();
+        let page = match req.page_size as usize {
+            0 => DEFAULT_CLUSTER_PAGE,
+            n => n.min(MAX_CLUSTER_PAGE),
+        };
+        let after = req.page_token.as_str();
+        // Sort the (cheap) configuration entries first, and build the page's clusters only.
+        let mut matching: Vec<&crate::config::ClusterConfig> = self
             .clusters
             .clusters
             .iter()
-            .filter(|c| selector.matches(&c.labels))
+            .filter(|c| c.name.as_str() > after && selector.matches(&c.labels))
+            .collect();
+        matching.sort_by(|a, b| a.name.cmp(&b.name));
+        let next_page_token = match matching.get(page) {
+            Some(_) => matching[page - 1].name.clone(),
+            None => String::new(),
+        };
+        matching.truncate(page);
+        let mut busy = self.engine.current_operations();
+        let clusters = matching
+            .into_iter()
             .map(|c| convert::cluster(c, &self.sessions.info(&c.name), busy.remove(&c.name)))
             .collect();
-        clusters.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(Response::new(pb::ListClustersResponse { clusters }))
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters,
+            next_page_token,
+        }))
     }
 
     async fn get_cluster(

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ca::tls::{self, TlsError};
 use crate::config::ClustersFile;
-use crate::eks::aws::{AwsEks, ConnectOptions};
+use crate::eks::aws::{AwsConnector, AwsEks, ConnectOptions};
 use crate::eks::EksError;
 use crate::engine::rollouts::{RolloutError, Rollouts};
 use crate::engine::{Engine, EngineError, EngineOptions};
@@ -151,20 +151,21 @@ impl Coordinator {
     pub async fn start(opts: ServeOptions) -> Result<CoordinatorHandle, ServerError> {
         let tls_config = tls::server_config(&opts.tls_dir)?;
         let store: Arc<dyn Store> = Arc::new(open_store(&opts.data_dir).await?);
-        for c in &opts.clusters.clusters {
-            let (store, record) = (store.clone(), c.record());
-            tokio::task::spawn_blocking(move || store.put_cluster(&record))
-                .await
-                .map_err(|e| StoreError::backend(std::io::Error::other(e.to_string())))
-                .and_then(|r| r)
-                .map_err(|source| ServerError::Store {
-                    dir: opts.data_dir.clone(),
-                    source,
-                })?;
-        }
+        let records: Vec<_> = opts.clusters.clusters.iter().map(|c| c.record()).collect();
+        let writer = store.clone();
+        tokio::task::spawn_blocking(move || writer.put_clusters(&records))
+            .await
+            .map_err(|e| StoreError::backend(std::io::Error::other(e.to_string())))
+            .and_then(|r| r)
+            .map_err(|source| ServerError::Store {
+                dir: opts.data_dir.clone(),
+                source,
+            })?;
         let mut eks = HashMap::new();
+        let mut connector = AwsConnector::new(opts.eks.clone());
         for c in &opts.clusters.clusters {
-            let client = AwsEks::connect_with(&c.eks(), opts.eks.clone())
+            let client = connector
+                .connect(&c.eks())
                 .await
                 .map_err(|source| ServerError::Eks {
                     cluster: c.name.clone(),

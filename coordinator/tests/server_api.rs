@@ -222,6 +222,7 @@ async fn bad_and_unknown_inputs_name_the_field() {
     let r = fleet
         .list_clusters(pb::ListClustersRequest {
             label_selector: "env in prod".into(),
+            ..Default::default()
         })
         .await;
     assert_status(r, Code::InvalidArgument, &["label_selector"]);
@@ -229,20 +230,43 @@ async fn bad_and_unknown_inputs_name_the_field() {
         let mut f = fleet.clone();
         let sel = sel.to_string();
         async move {
-            f.list_clusters(pb::ListClustersRequest { label_selector: sel })
-                .await
-                .unwrap()
-                .into_inner()
-                .clusters
-                .into_iter()
-                .map(|c| c.id)
-                .collect::<Vec<_>>()
+            f.list_clusters(pb::ListClustersRequest {
+                label_selector: sel,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .clusters
+            .into_iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
         }
     };
     assert_eq!(ids("env=prod").await, ["sim-1", "sim-3"]);
     assert_eq!(ids("env!=prod").await, ["sim-2"]);
     assert_eq!(ids("env notin (prod),env").await, ["sim-2"]);
     assert_eq!(ids("!env").await, Vec::<String>::new());
+    // Pages: one cluster a page, each token the last id shown, the last page without one.
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = fleet
+            .list_clusters(pb::ListClustersRequest {
+                page_size: 1,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.clusters.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(pages, [["sim-1"], ["sim-2"], ["sim-3"]]);
 
     // StartOperation: everything is checked before anything is written.
     let r = fleet

@@ -56,20 +56,32 @@ async fn clusters(
     let now = Timestamp::now();
     match cmd {
         ClustersCommand::List { selector } => {
-            let list = client
-                .fleet
-                .list_clusters(pb::ListClustersRequest {
-                    label_selector: selector.unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| client.status(s))?
-                .into_inner();
+            // Every page, in id order.
+            let mut clusters = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .fleet
+                    .list_clusters(pb::ListClustersRequest {
+                        label_selector: selector.clone().unwrap_or_default(),
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(|s| client.status(s))?
+                    .into_inner();
+                clusters.extend(page.clusters);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             let view = render::ClusterList {
-                clusters: list.clusters.iter().map(Into::into).collect(),
+                clusters: clusters.iter().map(Into::into).collect(),
             };
             print(
                 io,
-                &render::render(format, &view, || render::clusters_table(&list.clusters, now)),
+                &render::render(format, &view, || render::clusters_table(&clusters, now)),
             )?;
         }
         ClustersCommand::Get { name } => {

@@ -120,6 +120,78 @@ pub fn http_client() -> aws_sdk_eks::config::SharedHttpClient {
         .clone()
 }
 
+/// Connects [`AwsEks`] clients for many clusters, sharing what they can: the SDK configuration
+/// (credential chain, identity cache) is loaded once per region, and the assumed-role credentials
+/// once per (region, role). A configuration of its own per cluster cost ~90 KiB each.
+#[derive(Debug)]
+pub struct AwsConnector {
+    opts: ConnectOptions,
+    /// Loaded configurations by (region, role ARN or "").
+    loaded: HashMap<(String, String), SdkConfig>,
+}
+
+impl AwsConnector {
+    /// A connector that has loaded nothing yet.
+    pub fn new(opts: ConnectOptions) -> AwsConnector {
+        AwsConnector {
+            opts,
+            loaded: HashMap::new(),
+        }
+    }
+
+    /// The client of one cluster. Nothing is sent until its first call.
+    pub async fn connect(&mut self, cfg: &EksClusterConfig) -> Result<AwsEks> {
+        cfg.validate()?;
+        let sdk = self.sdk_config(&cfg.region, cfg.role_arn.as_deref()).await;
+        Ok(AwsEks::from_sdk_config(
+            &cfg.eks_cluster_name,
+            &sdk,
+            cfg.eks_endpoint_url.as_deref(),
+            cfg.autoscaling_endpoint_url.as_deref(),
+        ))
+    }
+
+    /// The configuration for `region`, with `role` assumed through STS when given.
+    async fn sdk_config(&mut self, region: &str, role: Option<&str>) -> SdkConfig {
+        let key = (region.to_string(), role.unwrap_or_default().to_string());
+        if let Some(sdk) = self.loaded.get(&key) {
+            return sdk.clone();
+        }
+        let base_key = (region.to_string(), String::new());
+        let base = match self.loaded.get(&base_key) {
+            Some(sdk) => sdk.clone(),
+            None => {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(http_client())
+                    .region(Region::new(region.to_string()))
+                    .retry_config(self.opts.retry.clone())
+                    .timeout_config(self.opts.timeouts.clone());
+                if let Some(c) = self.opts.credentials.clone() {
+                    loader = loader.credentials_provider(c);
+                }
+                let sdk = loader.load().await;
+                self.loaded.insert(base_key, sdk.clone());
+                sdk
+            }
+        };
+        let Some(role) = role else {
+            return base;
+        };
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role.to_string())
+            .session_name(self.opts.session_name.clone())
+            .region(Region::new(region.to_string()))
+            .configure(&base)
+            .build()
+            .await;
+        let sdk = base
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+        self.loaded.insert(key, sdk.clone());
+        sdk
+    }
+}
+
 /// [`Eks`] on aws-sdk-eks and aws-sdk-autoscaling, bound to one cluster.
 #[derive(Debug, Clone)]
 pub struct AwsEks {
@@ -136,36 +208,10 @@ impl AwsEks {
         Self::connect_with(cfg, ConnectOptions::default()).await
     }
 
-    /// Connects with explicit options. Nothing is sent until the first call.
+    /// Connects with explicit options. Nothing is sent until the first call. To connect many
+    /// clusters, use one [`AwsConnector`]: it loads the SDK configuration once per region and role.
     pub async fn connect_with(cfg: &EksClusterConfig, opts: ConnectOptions) -> Result<Self> {
-        cfg.validate()?;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client())
-            .region(Region::new(cfg.region.clone()))
-            .retry_config(opts.retry.clone())
-            .timeout_config(opts.timeouts.clone());
-        if let Some(c) = opts.credentials.clone() {
-            loader = loader.credentials_provider(c);
-        }
-        let mut sdk = loader.load().await;
-        if let Some(role) = &cfg.role_arn {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-                .session_name(opts.session_name.clone())
-                .region(Region::new(cfg.region.clone()))
-                .configure(&sdk)
-                .build()
-                .await;
-            sdk = sdk
-                .to_builder()
-                .credentials_provider(SharedCredentialsProvider::new(provider))
-                .build();
-        }
-        Ok(Self::from_sdk_config(
-            &cfg.eks_cluster_name,
-            &sdk,
-            cfg.eks_endpoint_url.as_deref(),
-            cfg.autoscaling_endpoint_url.as_deref(),
-        ))
+        AwsConnector::new(opts).connect(cfg).await
     }
 
     /// From an already loaded SDK configuration, with optional per-service endpoints.
@@ -443,23 +489,15 @@ impl Eks for AwsEks {
     }
 
     async fn list_nodegroups(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .eks
-                .list_nodegroups()
-                .cluster_name(&self.cluster)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.sdk_error("ListNodegroups", self.cluster_resource(), e))?;
-            names.extend(out.nodegroups().iter().cloned());
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(names),
-            }
-        }
+        self.eks
+            .list_nodegroups()
+            .cluster_name(&self.cluster)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| self.sdk_error("ListNodegroups", self.cluster_resource(), e))
     }
 
     async fn describe_nodegroup(&self, name: &str) -> Result<Nodegroup> {
@@ -601,51 +639,35 @@ impl Eks for AwsEks {
     }
 
     async fn list_updates(&self, subject: UpdateSubject<'_>) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .eks
-                .list_updates()
-                .name(&self.cluster)
-                .set_nodegroup_name(subject.nodegroup().map(str::to_string))
-                .set_addon_name(subject.addon().map(str::to_string))
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| {
-                    self.sdk_error(
-                        "ListUpdates",
-                        format!("updates of {subject} of cluster {}", self.cluster),
-                        e,
-                    )
-                })?;
-            ids.extend(out.update_ids().iter().cloned());
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(ids),
-            }
-        }
+        self.eks
+            .list_updates()
+            .name(&self.cluster)
+            .set_nodegroup_name(subject.nodegroup().map(str::to_string))
+            .set_addon_name(subject.addon().map(str::to_string))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| {
+                self.sdk_error(
+                    "ListUpdates",
+                    format!("updates of {subject} of cluster {}", self.cluster),
+                    e,
+                )
+            })
     }
 
     async fn list_addons(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .eks
-                .list_addons()
-                .cluster_name(&self.cluster)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.sdk_error("ListAddons", self.cluster_resource(), e))?;
-            names.extend(out.addons().iter().cloned());
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(names),
-            }
-        }
+        self.eks
+            .list_addons()
+            .cluster_name(&self.cluster)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| self.sdk_error("ListAddons", self.cluster_resource(), e))
     }
 
     async fn describe_addon(&self, name: &str) -> Result<Addon> {

@@ -70,8 +70,11 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    fn put_cluster(&self, cluster: &ClusterRecord) -> Result<()> {
-        self.lock().clusters.insert(cluster.name.clone(), cluster.clone());
+    fn put_clusters(&self, clusters: &[ClusterRecord]) -> Result<()> {
+        let mut state = self.lock();
+        for cluster in clusters {
+            state.clusters.insert(cluster.name.clone(), cluster.clone());
+        }
         Ok(())
     }
 

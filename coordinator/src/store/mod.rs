@@ -321,8 +321,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Durable state of the coordinator. Every method that writes returns only after the write is durable
 /// (flushed), so whatever it acknowledged survives a crash.
 pub trait Store: Send + Sync {
-    /// Inserts or replaces a cluster.
-    fn put_cluster(&self, cluster: &ClusterRecord) -> Result<()>;
+    /// Inserts or replaces clusters, in one durable write.
+    fn put_clusters(&self, clusters: &[ClusterRecord]) -> Result<()>;
     /// The cluster named `name`, if known.
     fn get_cluster(&self, name: &str) -> Result<Option<ClusterRecord>>;
     /// Every cluster, ordered by name.

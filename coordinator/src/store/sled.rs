@@ -227,11 +227,13 @@ fn abort<T>(e: StoreError) -> std::result::Result<T, ConflictableTransactionErro
 }
 
 impl Store for SledStore {
-    fn put_cluster(&self, cluster: &ClusterRecord) -> Result<()> {
-        let v = encode(|| format!("cluster {}", cluster.name), cluster)?;
-        self.clusters
-            .insert(cluster.name.as_bytes(), v)
-            .map_err(StoreError::backend)?;
+    fn put_clusters(&self, clusters: &[ClusterRecord]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for cluster in clusters {
+            let v = encode(|| format!("cluster {}", cluster.name), cluster)?;
+            batch.insert(cluster.name.as_bytes(), v);
+        }
+        self.clusters.apply_batch(batch).map_err(StoreError::backend)?;
         self.durable()
     }
 

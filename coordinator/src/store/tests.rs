@@ -66,12 +66,12 @@ fn event(i: u64) -> NewEvent {
 
 fn contract(store: &dyn Store) {
     // Clusters round-trip, replace, list by name.
-    store.put_cluster(&cluster("b")).unwrap();
-    store.put_cluster(&cluster("a")).unwrap();
+    store.put_clusters(&[cluster("b")]).unwrap();
+    store.put_clusters(&[cluster("a")]).unwrap();
     let mut a = cluster("a");
     a.connected = true;
     a.last_seen = Some(at(5));
-    store.put_cluster(&a).unwrap();
+    store.put_clusters(&[a.clone()]).unwrap();
     assert_eq!(store.get_cluster("a").unwrap(), Some(a.clone()));
     assert_eq!(store.get_cluster("zz").unwrap(), None);
     assert_eq!(
@@ -265,7 +265,7 @@ fn sled_round_trip_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (c, op) = {
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_cluster(&cluster("a")).unwrap();
+        store.put_clusters(&[cluster("a")]).unwrap();
         store.create_operation(&operation("op-1", "a")).unwrap();
         let op = store
             .update_operation("op-1", 1, &mut |op| op.steps[1].error = Some("boom".into()))

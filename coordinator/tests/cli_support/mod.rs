@@ -418,10 +418,24 @@ impl Fleet for FakeFleet {
         &self,
         req: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
-        let selector = req.into_inner().label_selector;
+        // One cluster a page, so the CLI must follow `next_page_token` to list them all.
+        let req = req.into_inner();
+        let selector = req.label_selector;
         self.recorded.lock().unwrap().selectors.push(selector.clone());
-        let clusters = clusters().into_iter().filter(|c| matches(c, &selector)).collect();
-        Ok(Response::new(pb::ListClustersResponse { clusters }))
+        let mut clusters: Vec<pb::Cluster> = clusters()
+            .into_iter()
+            .filter(|c| matches(c, &selector) && c.id > req.page_token)
+            .collect();
+        let next_page_token = if clusters.len() > 1 {
+            clusters.truncate(1);
+            clusters[0].id.clone()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters,
+            next_page_token,
+        }))
     }
 
     async fn get_cluster(
