@@ -19,7 +19,8 @@
 //!   the sum over stages plus the soaks between them.
 //! - **Latency.** While the rollout runs, separate clients on their own connections sample
 //!   GetRollout (every 100 ms), open a WatchRollout until its first event (every 500 ms), and keep
-//!   one WatchRollout open, timing each event from the server's `at` stamp to its arrival.
+//!   one WatchRollout open, timing each event from the server's `at` stamp to its arrival. Their
+//!   cost on the coordinator is measured apart: they go on alone for 10 s after the rollout ends.
 //!
 //! Knobs (environment): `FLOTILLA_BENCH_CLUSTERS` (1000), `FLOTILLA_BENCH_MAX_CONCURRENCY` (100),
 //! `FLOTILLA_BENCH_TARGET` ("1.34"; "1.35" is two hops), `FLOTILLA_BENCH_NODES` (managed nodes per
@@ -55,6 +56,8 @@ const ROLE_ENV: &str = "FLOTILLA_BENCH_ROLE";
 const LISTENING: &str = "bench-coordinator listening on ";
 /// Add-ons the scenario installs (the simulator's default set).
 const ADDONS: [&str; 3] = ["vpc-cni", "coredns", "kube-proxy"];
+/// How long the samplers go on alone after the rollout ends (their own cost on the coordinator).
+const SAMPLERS_ONLY: Duration = Duration::from_secs(10);
 /// The target of the coordinator's overhead, as a share of wall time.
 const OVERHEAD_TARGET: f64 = 0.01;
 
@@ -437,6 +440,7 @@ struct Report {
     rss_start_mib: f64,
     peak_mib: f64,
     bench_cpu_s: f64,
+    samplers_cpu_per_s: f64,
     get: Latencies,
     watch_open: Latencies,
     watch_event: Latencies,
@@ -584,6 +588,10 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
         let cpu_rollout_s = cpu_seconds(&pid.to_string(), ticks) - cpu0;
         let bench_cpu_s = cpu_seconds("self", ticks) - bench_cpu0;
         let load = load_average();
+        // The samplers' own cost: the same calls for a while longer, the rollout now over.
+        let (c1, t1) = (cpu_seconds(&pid.to_string(), ticks), Instant::now());
+        tokio::time::sleep(SAMPLERS_ONLY).await;
+        let samplers_cpu_per_s = (cpu_seconds(&pid.to_string(), ticks) - c1) / t1.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         for s in samplers {
             let _ = s.await;
@@ -642,6 +650,7 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             rss_start_mib,
             peak_mib,
             bench_cpu_s,
+            samplers_cpu_per_s,
             get: std::mem::take(&mut get.lock().expect("lock")),
             watch_open: std::mem::take(&mut watch_open.lock().expect("lock")),
             watch_event: std::mem::take(&mut watch_event.lock().expect("lock")),
@@ -717,6 +726,14 @@ fn table(r: &Report, k: &Knobs) -> String {
             } else {
                 "MISSED"
             }
+        ),
+    );
+    line(
+        "coordinator CPU / s, samplers alone after the end",
+        format!(
+            "{:.3} (≈ {:.1}s of the rollout's CPU)",
+            r.samplers_cpu_per_s,
+            r.samplers_cpu_per_s * r.wall_s
         ),
     );
     line("coordinator CPU since start, incl. set-up (s)", format!("{:.2}", r.cpu_total_s));
