@@ -97,7 +97,10 @@ fn knobs() -> anyhow::Result<Knobs> {
         bail!("FLOTILLA_BENCH_MAX_CONCURRENCY and FLOTILLA_BENCH_NODES must be at least 1");
     }
     if !["1.34", "1.35"].contains(&k.target.as_str()) {
-        bail!("FLOTILLA_BENCH_TARGET={}: give 1.34 or 1.35 (clusters start at 1.33)", k.target);
+        bail!(
+            "FLOTILLA_BENCH_TARGET={}: give 1.34 or 1.35 (clusters start at 1.33)",
+            k.target
+        );
     }
     Ok(k)
 }
@@ -120,17 +123,17 @@ fn coordinator_main() -> anyhow::Result<()> {
         )?
     };
     let served = runtime.block_on(async move {
-        let mut opts = ServeOptions::new(
-            "127.0.0.1:0".parse().expect("address"),
-            data,
-            tls,
-            clusters,
-        );
+        let mut opts = ServeOptions::new("127.0.0.1:0".parse().expect("address"), data, tls, clusters);
         opts.heartbeat_interval = HEARTBEAT;
         opts.engine = setup::engine_options();
         opts.eks = setup::eks_options();
         let handle = Coordinator::start(opts).await?;
-        println!("{LISTENING}{}", handle.local_addr());
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{LISTENING}{}", handle.local_addr())?;
+            out.flush()?;
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         term.recv().await;
         handle.shutdown().await?;
@@ -358,7 +361,9 @@ async fn sample_get(mut client: Client, id: String, stop: Arc<AtomicBool>, out: 
         let t = Instant::now();
         let r = client
             .fleet
-            .get_rollout(pb::GetRolloutRequest { rollout_id: id.clone() })
+            .get_rollout(pb::GetRolloutRequest {
+                rollout_id: id.clone(),
+            })
             .await;
         {
             let mut l = out.lock().expect("lock");
@@ -371,13 +376,20 @@ async fn sample_get(mut client: Client, id: String, stop: Arc<AtomicBool>, out: 
     }
 }
 
-async fn sample_watch_open(mut client: Client, id: String, stop: Arc<AtomicBool>, out: Arc<Mutex<Latencies>>) {
+async fn sample_watch_open(
+    mut client: Client,
+    id: String,
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Latencies>>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
         let first = async {
             let mut s = client
                 .fleet
-                .watch_rollout(pb::WatchRolloutRequest { rollout_id: id.clone() })
+                .watch_rollout(pb::WatchRolloutRequest {
+                    rollout_id: id.clone(),
+                })
                 .await?
                 .into_inner();
             s.message().await
@@ -400,13 +412,15 @@ async fn follow(mut client: Client, id: String, out: Arc<Mutex<Latencies>>) -> a
     loop {
         let mut stream = client
             .fleet
-            .watch_rollout(pb::WatchRolloutRequest { rollout_id: id.clone() })
+            .watch_rollout(pb::WatchRolloutRequest {
+                rollout_id: id.clone(),
+            })
             .await?
             .into_inner();
         while let Some(e) = stream.message().await? {
             if let Some(at) = e.at {
-                let at = SystemTime::UNIX_EPOCH
-                    + Duration::new(at.seconds.max(0) as u64, at.nanos.max(0) as u32);
+                let at =
+                    SystemTime::UNIX_EPOCH + Duration::new(at.seconds.max(0) as u64, at.nanos.max(0) as u32);
                 let delay = SystemTime::now()
                     .duration_since(at)
                     .unwrap_or_default()
@@ -499,7 +513,10 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
     let mut stage_sizes = [0usize; 3];
     for i in 0..n {
         let e = env_of(i, n);
-        stage_sizes[["dev", "staging", "prod"].iter().position(|x| *x == e).unwrap_or(2)] += 1;
+        stage_sizes[["dev", "staging", "prod"]
+            .iter()
+            .position(|x| *x == e)
+            .unwrap_or(2)] += 1;
     }
 
     eprintln!("[{n}] issuing certificates");
@@ -530,11 +547,15 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
         let mut agents = Vec::with_capacity(n);
         for name in &names {
             let kubeconfig = kube::config::Kubeconfig::from_yaml(&fleet.kubeconfig(name))?;
-            let mut config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+            let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
             config.default_retry = false;
             let kube = kube::Client::try_from(config)?;
-            let mut up = UplinkConfig::new(uri.clone(), name.clone(), TlsIdentity::from_dir(&tls, name)?, kube);
+            let mut up = UplinkConfig::new(
+                uri.clone(),
+                name.clone(),
+                TlsIdentity::from_dir(&tls, name)?,
+                kube,
+            );
             up.heartbeat = HEARTBEAT;
             agents.push(tokio::spawn(uplink::run(up, stop_agents.child_token())));
         }
@@ -572,7 +593,12 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
         let watch_open = Arc::new(Mutex::new(Latencies::default()));
         let watch_event = Arc::new(Mutex::new(Latencies::default()));
         let samplers = [
-            tokio::spawn(sample_get(connect(&coord.url, &tls).await?, id.clone(), stop.clone(), get.clone())),
+            tokio::spawn(sample_get(
+                connect(&coord.url, &tls).await?,
+                id.clone(),
+                stop.clone(),
+                get.clone(),
+            )),
             tokio::spawn(sample_watch_open(
                 connect(&coord.url, &tls).await?,
                 id.clone(),
@@ -581,9 +607,12 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             )),
         ];
         let bound = Duration::from_secs(600) + Duration::from_secs(2) * n as u32;
-        tokio::time::timeout(bound, follow(connect(&coord.url, &tls).await?, id.clone(), watch_event.clone()))
-            .await
-            .with_context(|| format!("the rollout did not end within {bound:?}"))??;
+        tokio::time::timeout(
+            bound,
+            follow(connect(&coord.url, &tls).await?, id.clone(), watch_event.clone()),
+        )
+        .await
+        .with_context(|| format!("the rollout did not end within {bound:?}"))??;
         let wall_s = t0.elapsed().as_secs_f64();
         let cpu_rollout_s = cpu_seconds(&pid.to_string(), ticks) - cpu0;
         let bench_cpu_s = cpu_seconds("self", ticks) - bench_cpu0;
@@ -602,7 +631,10 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             .get_rollout(pb::GetRolloutRequest { rollout_id: id })
             .await?
             .into_inner();
-        let secs = |t: &Option<prost_types::Timestamp>| t.as_ref().map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9);
+        let secs = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref()
+                .map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+        };
         let server_wall_s = secs(&ended.finished_at) - secs(&ended.created_at);
         let all: Vec<&pb::ClusterState> = ended.stages.iter().flat_map(|s| s.clusters.iter()).collect();
         let succeeded = all
@@ -672,7 +704,10 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
         Ok(r) => r,
         Err(e) => {
             let kept = tmp.keep();
-            eprintln!("failed; the coordinator's log is kept in {}/coordinator.log", kept.display());
+            eprintln!(
+                "failed; the coordinator's log is kept in {}/coordinator.log",
+                kept.display()
+            );
             return Err(e);
         }
     };
@@ -691,7 +726,10 @@ fn table(r: &Report, k: &Knobs) -> String {
         let _ = writeln!(out, "| {label:<54} | {value:<46} |");
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    line("clusters (dev / staging / prod)", format!("{} ({:?})", r.clusters, r.stage_sizes));
+    line(
+        "clusters (dev / staging / prod)",
+        format!("{} ({:?})", r.clusters, r.stage_sizes),
+    );
     line(
         "work",
         format!(
@@ -701,21 +739,33 @@ fn table(r: &Report, k: &Knobs) -> String {
             k.soak.as_secs()
         ),
     );
-    line("set-up: fleet, certs, coordinator, agents (s)", format!("{:.1}", r.setup_s));
+    line(
+        "set-up: fleet, certs, coordinator, agents (s)",
+        format!("{:.1}", r.setup_s),
+    );
     line("outcome", r.outcome.clone());
     line(
         "clusters Succeeded / control plane at target",
         format!("{} / {}", r.succeeded, r.at_target),
     );
     line("PDB violations (all clusters)", r.pdb_violations.to_string());
-    line("wall time, CreateRollout → final event (s)", format!("{:.1}", r.wall_s));
-    line("wall time, server created_at → finished_at (s)", format!("{:.1}", r.server_wall_s));
+    line(
+        "wall time, CreateRollout → final event (s)",
+        format!("{:.1}", r.wall_s),
+    );
+    line(
+        "wall time, server created_at → finished_at (s)",
+        format!("{:.1}", r.server_wall_s),
+    );
     line(
         "lower limit from the simulated delays (s)",
         format!("{:.1} (T_cluster {:.1}s)", r.limit.seconds, r.limit.per_cluster),
     );
     line("wall / lower limit", format!("{:.2}", r.wall_s / r.limit.seconds));
-    line("coordinator CPU during the rollout (s)", format!("{:.2}", r.cpu_rollout_s));
+    line(
+        "coordinator CPU during the rollout (s)",
+        format!("{:.2}", r.cpu_rollout_s),
+    );
     line(
         "coordinator CPU / wall (target < 1%)",
         format!(
@@ -736,14 +786,32 @@ fn table(r: &Report, k: &Knobs) -> String {
             r.samplers_cpu_per_s * r.wall_s
         ),
     );
-    line("coordinator CPU since start, incl. set-up (s)", format!("{:.2}", r.cpu_total_s));
-    line("coordinator RSS after start / peak VmHWM (MiB)", format!("{:.0} / {:.0}", r.rss_start_mib, r.peak_mib));
+    line(
+        "coordinator CPU since start, incl. set-up (s)",
+        format!("{:.2}", r.cpu_total_s),
+    );
+    line(
+        "coordinator RSS after start / peak VmHWM (MiB)",
+        format!("{:.0} / {:.0}", r.rss_start_mib, r.peak_mib),
+    );
     line("coordinator log lines (info)", r.log_lines.to_string());
     line("GetRollout p50 / p99 (every 100 ms)", r.get.cell());
-    line("WatchRollout open → snapshot p50 / p99 (every 500 ms)", r.watch_open.cell());
-    line("WatchRollout event `at` → received p50 / p99", r.watch_event.cell());
-    line("sim + agents + clients process CPU during rollout (s)", format!("{:.1}", r.bench_cpu_s));
-    line("load average at the end (1/5/15 min)", format!("{} on {cpus} CPUs", r.load));
+    line(
+        "WatchRollout open → snapshot p50 / p99 (every 500 ms)",
+        r.watch_open.cell(),
+    );
+    line(
+        "WatchRollout event `at` → received p50 / p99",
+        r.watch_event.cell(),
+    );
+    line(
+        "sim + agents + clients process CPU during rollout (s)",
+        format!("{:.1}", r.bench_cpu_s),
+    );
+    line(
+        "load average at the end (1/5/15 min)",
+        format!("{} on {cpus} CPUs", r.load),
+    );
     out
 }
 

@@ -136,7 +136,11 @@ async fn coordinator_sigkilled_while_a_stage_runs_and_the_rollout_completes() {
         let r = get_rollout(&mut fleet, &id).await.expect("GetRollout");
         assert!(!final_state(r.state), "the rollout ended before the kill: {r:#?}");
         if let Some((stage, c)) = cluster_of(&r, KILLED_IN) {
-            if let Some(op) = c.operation_id.clone().filter(|_| stage.state == pb::RolloutState::Running as i32) {
+            if let Some(op) = c
+                .operation_id
+                .clone()
+                .filter(|_| stage.state == pb::RolloutState::Running as i32)
+            {
                 let o = fleet
                     .get_operation(pb::GetOperationRequest {
                         operation_id: op.clone(),
@@ -177,7 +181,10 @@ async fn coordinator_sigkilled_while_a_stage_runs_and_the_rollout_completes() {
     let mut fleet = world.coordinator.fleet(OPERATOR).await.expect("fleet client");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     let done = loop {
-        if let Some(r) = get_rollout(&mut fleet, &id).await.filter(|r| final_state(r.state)) {
+        if let Some(r) = get_rollout(&mut fleet, &id)
+            .await
+            .filter(|r| final_state(r.state))
+        {
             break r;
         }
         assert!(
@@ -212,7 +219,10 @@ async fn coordinator_sigkilled_while_a_stage_runs_and_the_rollout_completes() {
         assert_eq!(ops.len(), 1, "{cluster}'s operations: {ops:#?}");
         let op = wait_operation(&mut fleet, &ops[0].id, Duration::from_secs(10), ended).await;
         if cluster == KILLED_IN {
-            assert_eq!(op.id, operation, "the operation in flight at the kill is the one that finished");
+            assert_eq!(
+                op.id, operation,
+                "the operation in flight at the kill is the one that finished"
+            );
         }
         // Every step succeeded at attempt 1, logged once: nothing ran twice.
         check_steps_once(&mut fleet, &op).await;
