@@ -37,6 +37,16 @@ pub struct AgentProc {
 impl AgentProc {
     /// Starts the agent (the `n`th start names its log `agent-n`), without waiting.
     pub fn start(config: &AgentConfig, n: u32) -> Result<AgentProc> {
+        let name = if n <= 1 {
+            "agent".to_string()
+        } else {
+            format!("agent-{n}")
+        };
+        AgentProc::start_named(config, &name)
+    }
+
+    /// Starts the agent with its log named `name` (`<log_dir>/<name>.log`), without waiting.
+    pub fn start_named(config: &AgentConfig, name: &str) -> Result<AgentProc> {
         let mut cmd = Command::new(&bins()?.agent);
         cmd.arg("--coordinator")
             .arg(&config.coordinator)
@@ -47,13 +57,8 @@ impl AgentProc {
             .arg("--kubeconfig")
             .arg(&config.kubeconfig)
             .args(["--log", "info", "--log-format", "json"]);
-        let name = if n <= 1 {
-            "agent".to_string()
-        } else {
-            format!("agent-{n}")
-        };
         Ok(AgentProc {
-            proc: Proc::spawn(&name, cmd, &config.log_dir)?,
+            proc: Proc::spawn(name, cmd, &config.log_dir)?,
         })
     }
 

@@ -2,6 +2,7 @@
 //! (it prints `ready`), its `endpoints.json` read, and clients for what it serves: kube-rs per
 //! cluster, aws-sdk-eks and aws-sdk-autoscaling, and its statistics and fault endpoints.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -187,8 +188,14 @@ impl Sim {
     /// The clusters file for the coordinator: every simulated cluster with the simulator's EKS
     /// and Auto Scaling endpoints.
     pub fn clusters_file(&self) -> String {
+        self.clusters_file_with_labels(&[])
+    }
+
+    /// [`Sim::clusters_file`] with labels: `labels[i]` for the `i`th cluster (`sim-1` first);
+    /// clusters past the end of `labels` get none.
+    pub fn clusters_file_with_labels(&self, labels: &[BTreeMap<String, String>]) -> String {
         let mut yaml = String::from("clusters:\n");
-        for c in &self.endpoints.clusters {
+        for (i, c) in self.endpoints.clusters.iter().enumerate() {
             yaml.push_str(&format!(
                 "  - name: {}\n    region: {}\n    eksClusterName: {}\n    eksEndpointUrl: {}\n    autoscalingEndpointUrl: {}\n",
                 c.name,
@@ -197,6 +204,12 @@ impl Sim {
                 self.endpoints.eks_endpoint,
                 self.endpoints.autoscaling_endpoint
             ));
+            if let Some(labels) = labels.get(i).filter(|l| !l.is_empty()) {
+                yaml.push_str("    labels:\n");
+                for (k, v) in labels {
+                    yaml.push_str(&format!("      {k}: {v:?}\n"));
+                }
+            }
         }
         yaml
     }

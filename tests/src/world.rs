@@ -1,9 +1,11 @@
 //! One test's fleet across processes: the simulator, a CA, the coordinator (with the simulator's
-//! EKS endpoints in its clusters file), optionally a TCP proxy between agent and coordinator, the
-//! agent of the first cluster, and the CLI as the operator. Everything lives in one temporary
+//! EKS endpoints and the asked-for labels in its clusters file), optionally a TCP proxy between
+//! agent and coordinator, the agent of the first cluster (optionally of every cluster), and the CLI
+//! as the operator. Everything lives in one temporary
 //! directory, kept (and named on stderr) when the test panics, or when `FLOTILLA_E2E_KEEP` is set,
 //! so its logs can be read.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +27,11 @@ pub struct WorldOptions {
     pub proxy: bool,
     /// Start the agent of `sim-1`.
     pub agent: bool,
+    /// Also start an agent for every other cluster (`sim-2` …; logs `agent-sim-2` …), dialling
+    /// the coordinator directly.
+    pub all_agents: bool,
+    /// Labels per cluster in the coordinator's clusters file (`labels[0]` for `sim-1`).
+    pub labels: Vec<BTreeMap<String, String>>,
 }
 
 impl Default for WorldOptions {
@@ -34,6 +41,8 @@ impl Default for WorldOptions {
             sim_args: Vec::new(),
             proxy: false,
             agent: true,
+            all_agents: false,
+            labels: Vec::new(),
         }
     }
 }
@@ -51,6 +60,8 @@ pub struct World {
     pub proxy: Option<Proxy>,
     /// The agent of `sim-1`, if running.
     pub agent: Option<AgentProc>,
+    /// The agents of the other clusters (`sim-2` …), with [`WorldOptions::all_agents`].
+    pub other_agents: Vec<(String, AgentProc)>,
     /// The CLI as the operator identity.
     pub cli: Cli,
     agent_config: AgentConfig,
@@ -70,10 +81,11 @@ impl World {
         let logs = dir.join("logs");
         let sim_args: Vec<&str> = opts.sim_args.iter().map(String::as_str).collect();
         let sim = Sim::start(&dir, opts.clusters, &sim_args).await?;
-        let names: Vec<&str> = sim.endpoints.clusters.iter().map(|c| c.name.as_str()).collect();
-        let pki = Pki::create(&dir.join("tls"), &names).await?;
+        let names: Vec<String> = sim.endpoints.clusters.iter().map(|c| c.name.clone()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let pki = Pki::create(&dir.join("tls"), &refs).await?;
         let clusters = dir.join("clusters.yaml");
-        std::fs::write(&clusters, sim.clusters_file())
+        std::fs::write(&clusters, sim.clusters_file_with_labels(&opts.labels))
             .map_err(Error::io(format!("writing {}", clusters.display())))?;
         let coordinator = CoordinatorProc::start(ServeConfig {
             tls_dir: pki.dir.clone(),
@@ -93,7 +105,7 @@ impl World {
             Some(p) => format!("https://{}", p.addr()),
             None => coordinator.url(),
         };
-        let cluster = names.first().copied().unwrap_or("sim-1").to_string();
+        let cluster = names.first().cloned().unwrap_or_else(|| "sim-1".to_string());
         let agent_config = AgentConfig {
             coordinator: agent_url,
             kubeconfig: sim.cluster(&cluster)?.kubeconfig.clone(),
@@ -108,6 +120,7 @@ impl World {
             coordinator,
             proxy,
             agent: None,
+            other_agents: Vec::new(),
             cli,
             agent_config,
             agent_starts: 0,
@@ -116,6 +129,19 @@ impl World {
         };
         if opts.agent {
             world.start_agent()?;
+        }
+        if opts.all_agents {
+            for cluster in names.into_iter().skip(1) {
+                let config = AgentConfig {
+                    coordinator: world.coordinator.url(),
+                    kubeconfig: world.sim.cluster(&cluster)?.kubeconfig.clone(),
+                    cluster: cluster.clone(),
+                    tls_dir: world.pki.dir.clone(),
+                    log_dir: world.dir.join("logs"),
+                };
+                let agent = AgentProc::start_named(&config, &format!("agent-{cluster}"))?;
+                world.other_agents.push((cluster, agent));
+            }
         }
         Ok(world)
     }

@@ -60,8 +60,9 @@ pub struct Stack {
     stop_agents: CancellationToken,
 }
 
-/// The simulator's dummy credentials (it checks SigV4 signatures, not keys) and short retries.
-fn eks_options() -> ConnectOptions {
+/// The simulator's dummy credentials (it checks SigV4 signatures, not keys) and short retries
+/// (also what the rollout benchmark's coordinator process uses).
+pub fn eks_options() -> ConnectOptions {
     ConnectOptions {
         retry: RetryConfig::standard()
             .with_max_attempts(8)
@@ -79,8 +80,8 @@ fn eks_options() -> ConnectOptions {
 }
 
 /// Short ticks and EKS polls for the simulator's second-scale delays; the timeouts only bound
-/// failures.
-fn engine_options() -> EngineOptions {
+/// failures (also what the rollout benchmark's coordinator process uses).
+pub fn engine_options() -> EngineOptions {
     let wait = WaitOptions {
         backoff: Backoff {
             initial: Duration::from_millis(100),

@@ -79,6 +79,8 @@ pub fn migrate_args<'a>(template: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 /// The cluster before the migration.
 #[derive(Debug, Clone)]
 pub struct Before {
+    /// The cluster.
+    pub cluster: String,
     /// `namespace/name` → `spec.replicas`.
     pub replicas: BTreeMap<String, i32>,
     /// `namespace/name` of an HPA → `minReplicas`.
@@ -95,13 +97,32 @@ fn key(meta: &kube::api::ObjectMeta) -> String {
     )
 }
 
-/// Waits until every Deployment of `cluster` is fully available in the simulator's statistics,
+/// Waits until every Deployment of [`CLUSTER`] is fully available in the simulator's statistics,
 /// then resets them (the baseline every later dip is measured against), and records the
 /// replicas, HPA minimums and the old group's Auto Scaling group.
 pub async fn settle_and_record(sim: &Sim) -> Before {
+    settle_and_record_all(sim, &[CLUSTER]).await.remove(0)
+}
+
+/// [`settle_and_record`] for several clusters: every one settled, then the statistics of all
+/// reset once, then each recorded.
+pub async fn settle_and_record_all(sim: &Sim, clusters: &[&str]) -> Vec<Before> {
+    for cluster in clusters {
+        wait_settled(sim, cluster).await;
+    }
+    sim.reset_stats().await.expect("reset stats");
+    let mut out = Vec::new();
+    for cluster in clusters {
+        out.push(record(sim, cluster).await);
+    }
+    out
+}
+
+/// Waits until every Deployment of `cluster` is fully available in the simulator's statistics.
+async fn wait_settled(sim: &Sim, cluster: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let stats = sim.cluster_stats(CLUSTER).await.expect("stats");
+        let stats = sim.cluster_stats(cluster).await.expect("stats");
         let deployments = stats["deployments"].as_object().cloned().unwrap_or_default();
         let settled = !deployments.is_empty()
             && deployments.values().all(|d| {
@@ -116,8 +137,11 @@ pub async fn settle_and_record(sim: &Sim) -> Before {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    sim.reset_stats().await.expect("reset stats");
-    let kube = sim.kube(CLUSTER).await.expect("kube client");
+}
+
+/// The replicas, HPA minimums and old Auto Scaling group of `cluster`.
+async fn record(sim: &Sim, cluster: &str) -> Before {
+    let kube = sim.kube(cluster).await.expect("kube client");
     let deployments = Api::<Deployment>::all(kube.clone())
         .list(&ListParams::default())
         .await
@@ -149,10 +173,11 @@ pub async fn settle_and_record(sim: &Sim) -> Before {
     let groups = asg_names(sim).await;
     let old_asg = groups
         .iter()
-        .find(|n| n.contains(&format!("nodegroup-{OLD_GROUP}")))
+        .find(|n| n.contains(&format!("eksctl-{cluster}-nodegroup-{OLD_GROUP}")))
         .unwrap_or_else(|| panic!("no Auto Scaling group for {OLD_GROUP} among {groups:?}"))
         .clone();
     Before {
+        cluster: cluster.to_string(),
         replicas,
         hpa_min,
         old_asg,
@@ -173,12 +198,17 @@ pub async fn asg_names(sim: &Sim) -> Vec<String> {
         .collect()
 }
 
-/// The managed node groups of the cluster, through aws-sdk-eks.
+/// The managed node groups of [`CLUSTER`], through aws-sdk-eks.
 pub async fn managed_groups(sim: &Sim) -> Vec<String> {
+    managed_groups_of(sim, CLUSTER).await
+}
+
+/// The managed node groups of `cluster`, through aws-sdk-eks.
+pub async fn managed_groups_of(sim: &Sim, cluster: &str) -> Vec<String> {
     sim.eks()
         .await
         .list_nodegroups()
-        .cluster_name(CLUSTER)
+        .cluster_name(cluster)
         .send()
         .await
         .expect("ListNodegroups")
@@ -191,12 +221,13 @@ pub async fn managed_groups(sim: &Sim) -> Vec<String> {
 /// HPA minimums as before, no PodDisruptionBudget violated and no Deployment ever below its
 /// available count of the start.
 pub async fn check_migrated(sim: &Sim, before: &Before) {
+    let cluster = before.cluster.as_str();
     // EKS: the managed group exists and is ACTIVE, as the EKS API reports it.
     let ng = sim
         .eks()
         .await
         .describe_nodegroup()
-        .cluster_name(CLUSTER)
+        .cluster_name(cluster)
         .nodegroup_name(NEW_GROUP)
         .send()
         .await
@@ -221,7 +252,7 @@ pub async fn check_migrated(sim: &Sim, before: &Before) {
         before.old_asg
     );
 
-    let kube = sim.kube(CLUSTER).await.expect("kube client");
+    let kube = sim.kube(cluster).await.expect("kube client");
     // Kubernetes: no node of the old group is left (terminations may still be finishing).
     let nodes_api = Api::<Node>::all(kube.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -314,7 +345,7 @@ pub async fn check_migrated(sim: &Sim, before: &Before) {
     assert_eq!(hpa_min, before.hpa_min, "HPA minReplicas after the migration");
 
     // Zero downtime, as the simulator measured it on every pod change.
-    let stats = sim.cluster_stats(CLUSTER).await.expect("stats");
+    let stats = sim.cluster_stats(cluster).await.expect("stats");
     assert_eq!(
         stats["pdb_violations"], 0,
         "PDB violations: {:#}",
