@@ -25,6 +25,14 @@ pub struct WorldOptions {
     pub proxy: bool,
     /// Start the agent of `sim-1`.
     pub agent: bool,
+    /// Extra `flotilla-coordinator serve` flags.
+    pub coordinator_args: Vec<String>,
+    /// Extra environment variables of the coordinator.
+    pub coordinator_env: Vec<(String, String)>,
+    /// Extra `flotilla-agent` flags.
+    pub agent_args: Vec<String>,
+    /// Extra environment variables of the agent.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Default for WorldOptions {
@@ -34,6 +42,10 @@ impl Default for WorldOptions {
             sim_args: Vec::new(),
             proxy: false,
             agent: true,
+            coordinator_args: Vec::new(),
+            coordinator_env: Vec::new(),
+            agent_args: Vec::new(),
+            agent_env: Vec::new(),
         }
     }
 }
@@ -82,6 +94,8 @@ impl World {
             heartbeat_seconds: 10,
             log_dir: logs.clone(),
             log_filter: "info".into(),
+            extra_args: opts.coordinator_args.clone(),
+            env: opts.coordinator_env.clone(),
         })
         .await?;
         let proxy = if opts.proxy {
@@ -100,6 +114,8 @@ impl World {
             cluster,
             tls_dir: pki.dir.clone(),
             log_dir: logs,
+            extra_args: opts.agent_args.clone(),
+            env: opts.agent_env.clone(),
         };
         let cli = Cli::new(coordinator.url(), &pki.dir, OPERATOR);
         let mut world = World {

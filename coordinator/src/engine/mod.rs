@@ -615,7 +615,16 @@ impl<E: Eks + 'static> Engine<E> {
         }
         let machine = record.machine.clone().unwrap_or(Machine::Pending);
         let params = record::params_of(&record);
-        let span = tracing::info_span!("operation", cluster = %record.cluster, operation = %record.id);
+        // Under the span that started it: the rollout's, or the gRPC call's (StartOperation).
+        let span = tracing::info_span!(
+            "operation",
+            cluster = %record.cluster,
+            operation = %record.id,
+            rollout = tracing::field::Empty,
+        );
+        if let Some(rollout) = &record.rollout_id {
+            span.record("rollout", rollout.as_str());
+        }
         let actor = Actor {
             engine: self.clone(),
             cluster: record.cluster.clone(),
@@ -624,6 +633,7 @@ impl<E: Eks + 'static> Engine<E> {
             record,
             tx: tx.clone(),
             coordinator_task: None,
+            agent_step_span: None,
         };
         let mut shutdown = self.inner.shutdown.subscribe();
         self.spawn_task(
@@ -692,6 +702,9 @@ struct Actor<E> {
     tx: mpsc::UnboundedSender<Input>,
     /// The coordinator step running as a task, with its attempt.
     coordinator_task: Option<(Step, u32, AbortHandle)>,
+    /// The span of the agent step attempt in flight: open from its first `RunStep` until it is
+    /// no longer in flight; the agent's step span is its child (through `RunStep.trace_context`).
+    agent_step_span: Option<(Step, u32, tracing::Span)>,
 }
 
 impl<E: Eks + 'static> Actor<E> {
@@ -872,6 +885,12 @@ impl<E: Eks + 'static> Actor<E> {
                 progress.remove(&self.record.id);
             }
         }
+        if let Some((step, attempt, _)) = &self.agent_step_span {
+            if in_flight != Some((*step, *attempt)) {
+                // Closes the span: the attempt ended (or was given up).
+                self.agent_step_span = None;
+            }
+        }
         if let Some((step, attempt, task)) = &self.coordinator_task {
             if in_flight != Some((*step, *attempt)) {
                 tracing::info!(%step, attempt, "coordinator step no longer in flight; stopping it");
@@ -906,7 +925,26 @@ impl<E: Eks + 'static> Actor<E> {
         }
     }
 
+    /// The span of agent step (`step`, `attempt`): the open one if it is that attempt's, else a
+    /// new child of the operation's span.
+    fn agent_step_span(&mut self, step: Step, attempt: u32) -> tracing::Span {
+        match &self.agent_step_span {
+            Some((s, a, span)) if (*s, *a) == (step, attempt) => span.clone(),
+            _ => {
+                let span = tracing::info_span!("step", %step, attempt, runner = "agent");
+                self.agent_step_span = Some((step, attempt, span.clone()));
+                span
+            }
+        }
+    }
+
     async fn send_run_step(&mut self, step: Step, attempt: u32) {
+        let span = self.agent_step_span(step, attempt);
+        self.send_run_step_in(step, attempt).instrument(span).await
+    }
+
+    /// Sends the `RunStep` from inside the step's span, so its `trace_context` names that span.
+    async fn send_run_step_in(&mut self, step: Step, attempt: u32) {
         let Some(run) = self
             .params
             .as_ref()
@@ -975,7 +1013,7 @@ impl<E: Eks + 'static> Actor<E> {
         let inventory = convert::inventory_of(&self.record);
         let engine = self.engine.clone();
         let operation = self.record.id.clone();
-        let span = tracing::info_span!("step", %step, attempt, ?mode);
+        let span = tracing::info_span!("step", %step, attempt, runner = "coordinator", ?mode);
         let task = self.engine.spawn_task(
             async move {
                 let progress = move |u: &ProgressUpdate| engine.coordinator_progress(&operation, step, attempt, u);

@@ -1,0 +1,445 @@
+//! Telemetry across real processes: the coordinator and the agent export their spans over OTLP
+//! to a receiver the test runs (the collector's gRPC `TraceService` from opentelemetry-proto),
+//! one migration runs through the `flotilla` CLI, and the test checks that both processes' spans
+//! form one trace (operation → step on the coordinator, the agent's step under the
+//! coordinator's step), that both `/metrics` endpoints count the work, and that
+//! `--log-format json` lines carry the operation's fields.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use flotilla_tests::agent::{field_str, json_lines, message};
+use flotilla_tests::process::{Proc, Stream};
+use flotilla_tests::world::{World, WorldOptions};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Failure bound for anything the test waits on.
+const BOUND: Duration = Duration::from_secs(60);
+const COORDINATOR: &str = "flotilla-coordinator";
+const AGENT: &str = "flotilla-agent";
+
+// === The OTLP receiver ===
+
+/// One span as the receiver got it.
+#[derive(Debug, Clone)]
+struct Span {
+    service: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    attributes: HashMap<String, String>,
+}
+
+impl Span {
+    fn attr(&self, key: &str) -> &str {
+        self.attributes.get(key).map_or("", String::as_str)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+impl Receiver {
+    fn spans(&self) -> Vec<Span> {
+        self.spans.lock().expect("spans").clone()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn any_text(v: Option<&AnyValue>) -> String {
+    match v {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(AnyValue::BoolValue(b)) => b.to_string(),
+        Some(AnyValue::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut out = self.spans.lock().expect("spans");
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .map(|kv| any_text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+                .unwrap_or_default();
+            for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                out.push(Span {
+                    service: service.clone(),
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    name: span.name.clone(),
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            (
+                                kv.key.clone(),
+                                any_text(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                            )
+                        })
+                        .collect(),
+                });
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Starts the receiver on 127.0.0.1; returns its endpoint URL.
+async fn start_receiver(r: Receiver) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(r))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("receiver serves");
+    });
+    url
+}
+
+// === Metrics and logs ===
+
+/// The address a process logged as `serving metrics` (JSON log field `addr`).
+async fn metrics_addr(proc: &mut Proc) -> SocketAddr {
+    let line = proc
+        .wait_line(Stream::Stderr, "the `serving metrics` line", BOUND, |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| message(&v) == "serving metrics")
+        })
+        .await
+        .expect("metrics served");
+    let v: Value = serde_json::from_str(&line).expect("json");
+    field_str(&v, "addr").parse().expect("a socket address")
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let (status, body) = flotilla_tests::http::request("GET", &format!("http://{addr}/metrics"), None)
+        .await
+        .expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The value of the sample named exactly `series` (name and labels), if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The sum of every sample of metric `name` whose labels contain all of `labels`.
+fn sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            let ok = (rest.is_empty() || rest.starts_with('{')) && labels.iter().all(|x| rest.contains(x));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_it() {
+    let started = Instant::now();
+    let receiver = Receiver::default();
+    let otlp = start_receiver(receiver.clone()).await;
+    let otel_env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), otlp.clone()),
+        // Export batches quickly (the shutdown flush sends the rest anyway).
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "200".to_string()),
+    ];
+    let metrics_flag = vec!["--metrics-listen".to_string(), "127.0.0.1:0".to_string()];
+    let mut world = World::start(
+        "telemetry",
+        WorldOptions {
+            coordinator_args: metrics_flag.clone(),
+            coordinator_env: otel_env.clone(),
+            agent_args: metrics_flag,
+            agent_env: otel_env,
+            ..WorldOptions::default()
+        },
+    )
+    .await
+    .expect("world starts");
+    let coordinator_metrics = metrics_addr(&mut world.coordinator.proc).await;
+    let agent_metrics = metrics_addr(&mut world.agent_mut().expect("agent").proc).await;
+    world
+        .wait_connected(CLUSTER, true, BOUND)
+        .await
+        .expect("the agent connects");
+
+    // While the agent runs, the coordinator counts its session.
+    let m = scrape(coordinator_metrics).await;
+    assert_eq!(
+        sample(&m, "flotilla_coordinator_connected_agents"),
+        Some(1.0),
+        "{m}"
+    );
+
+    // One migration through the CLI, to success.
+    let template = write_template(world.dir());
+    let template = template.to_str().expect("utf-8 path");
+    let run = world
+        .cli
+        .run(&migrate_args(template, &["--wait", "-o", "json"]))
+        .await
+        .expect("flotilla migrate runs");
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines = run.json_lines().expect("JSON lines");
+    let summary = lines
+        .iter()
+        .rev()
+        .find(|l| text(l, "/type") == "summary")
+        .unwrap_or_else(|| panic!("no summary line: {run}"));
+    assert_eq!(text(summary, "/operation/state"), "Succeeded", "{run}");
+    let op = text(summary, "/operation/id").to_string();
+
+    // The coordinator's metrics: the operation succeeded, every step's duration observed, the
+    // CLI's gRPC calls counted.
+    let m = scrape(coordinator_metrics).await;
+    assert_eq!(
+        sample(&m, "flotilla_coordinator_connected_agents"),
+        Some(1.0),
+        "{m}"
+    );
+    let succeeded = sample(&m, r#"flotilla_coordinator_operations{state="succeeded"}"#).unwrap_or(0.0);
+    assert!(succeeded >= 1.0, "{m}");
+    for (kind, runner) in [
+        ("create_managed_nodegroup", "coordinator"),
+        ("drain", "agent"),
+        ("remove_self_managed_nodegroup", "coordinator"),
+        ("restore_scale", "agent"),
+    ] {
+        let n = sum(
+            &m,
+            "flotilla_coordinator_step_duration_seconds_count",
+            &[&format!("kind=\"{kind}\""), &format!("runner=\"{runner}\"")],
+        );
+        assert!(n >= 1.0, "{kind} by {runner} not timed:\n{m}");
+    }
+    assert!(
+        sum(&m, "flotilla_coordinator_steps_total", &[r#"result="succeeded""#])
+            >= MIGRATION_STEPS.len() as f64,
+        "{m}"
+    );
+    assert!(
+        sum(
+            &m,
+            "flotilla_coordinator_grpc_requests_total",
+            &[
+                r#"method="/flotilla.fleet.v1.Fleet/StartOperation""#,
+                r#"code="OK""#
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        sum(&m, "flotilla_coordinator_grpc_requests_total", &[]) >= 2.0,
+        "{m}"
+    );
+
+    // The agent's metrics: the drain's evictions.
+    let am = scrape(agent_metrics).await;
+    let evicted = sample(&am, r#"flotilla_agent_evictions_total{result="allowed"}"#).unwrap_or(0.0);
+    assert!(evicted >= 1.0, "{am}");
+    assert_eq!(
+        sample(&am, r#"flotilla_agent_steps_total{kind="drain",result="ok"}"#),
+        Some(1.0),
+        "{am}"
+    );
+
+    // Stop both (SIGTERM: each flushes its spans), agent first.
+    let agent_exit = world
+        .agent_mut()
+        .expect("agent")
+        .proc
+        .terminate(BOUND)
+        .await
+        .expect("agent stops");
+    assert!(
+        agent_exit.is_some_and(|s| s.success()),
+        "agent exit: {agent_exit:?}"
+    );
+    let coordinator_exit = world
+        .coordinator
+        .proc
+        .terminate(BOUND)
+        .await
+        .expect("coordinator stops");
+    assert!(
+        coordinator_exit.is_some_and(|s| s.success()),
+        "coordinator exit: {coordinator_exit:?}"
+    );
+
+    // The spans: wait until the operation's spans from both services are in.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let spans = loop {
+        let spans = receiver.spans();
+        let has = |service: &str, name: &str| {
+            spans
+                .iter()
+                .any(|s| s.service == service && s.name == name && s.attr("operation") == op)
+        };
+        if has(COORDINATOR, "operation") && has(AGENT, "run_step") {
+            break spans;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no operation span from both services within {BOUND:?}: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by_id: HashMap<&str, &Span> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let operation = spans
+        .iter()
+        .find(|s| s.service == COORDINATOR && s.name == "operation" && s.attr("operation") == op)
+        .expect("the operation span");
+    assert_eq!(operation.attr("cluster"), CLUSTER, "{operation:#?}");
+    let trace = operation.trace_id.clone();
+
+    // Every coordinator step span of the operation: a child of the operation span, with its
+    // step and attempt.
+    let coordinator_steps: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.service == COORDINATOR && s.name == "step" && s.parent_span_id == operation.span_id)
+        .collect();
+    let mut stepped: Vec<&str> = coordinator_steps.iter().map(|s| s.attr("step")).collect();
+    stepped.sort_unstable();
+    stepped.dedup();
+    let mut expected = MIGRATION_STEPS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(
+        stepped, expected,
+        "coordinator step spans: {coordinator_steps:#?}"
+    );
+    for s in &coordinator_steps {
+        assert_eq!(s.trace_id, trace);
+        assert_eq!(s.attr("attempt"), "1", "{s:#?}");
+    }
+
+    // The agent's step spans: in the operation's trace, each a child of the coordinator's span
+    // of the same step.
+    let agent_steps: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.service == AGENT && s.name == "run_step" && s.attr("operation") == op)
+        .collect();
+    let agent_step_names: Vec<&str> = agent_steps.iter().map(|s| s.attr("step")).collect();
+    for step in [
+        "WaitNodesReady",
+        "Taint",
+        "SurgeScale",
+        "VerifyReady",
+        "Drain",
+        "RestoreScale",
+    ] {
+        assert!(
+            agent_step_names.contains(&step),
+            "no agent span for {step}: {agent_steps:#?}"
+        );
+    }
+    for s in &agent_steps {
+        assert_eq!(s.trace_id, trace, "agent span in another trace: {s:#?}");
+        assert_eq!(s.attr("cluster"), CLUSTER);
+        let parent = by_id
+            .get(s.parent_span_id.as_str())
+            .unwrap_or_else(|| panic!("the parent of {s:#?} was not exported"));
+        assert_eq!(
+            (
+                parent.service.as_str(),
+                parent.name.as_str(),
+                parent.attr("step"),
+                parent.attr("attempt")
+            ),
+            (COORDINATOR, "step", s.attr("step"), s.attr("attempt")),
+            "agent span {s:#?} under {parent:#?}"
+        );
+        assert_eq!(parent.parent_span_id, operation.span_id);
+    }
+    let count = |service: &str| spans.iter().filter(|s| s.service == service).count();
+    let in_trace = |service: &str| {
+        spans
+            .iter()
+            .filter(|s| s.service == service && s.trace_id == trace)
+            .count()
+    };
+    eprintln!(
+        "spans received: coordinator {} ({} in the operation's trace), agent {} ({} in it); \
+         coordinator step spans {}, agent run_step spans {}; test took {:.1} s",
+        count(COORDINATOR),
+        in_trace(COORDINATOR),
+        count(AGENT),
+        in_trace(AGENT),
+        coordinator_steps.len(),
+        agent_steps.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // The coordinator's `--log-format json` lines: every line is JSON, and the step's lines
+    // carry the cluster, operation and step from their spans.
+    let coordinator_lines = json_lines(&world.coordinator.proc);
+    let stderr_lines = world
+        .coordinator
+        .proc
+        .lines()
+        .iter()
+        .filter(|l| l.stream == Stream::Stderr)
+        .count();
+    assert_eq!(coordinator_lines.len(), stderr_lines, "a stderr line is not JSON");
+    let step_lines: Vec<&Value> = coordinator_lines
+        .iter()
+        .filter(|l| field_str(l, "operation") == op && field_str(l, "cluster") == CLUSTER)
+        .collect();
+    assert!(
+        !step_lines.is_empty(),
+        "no line carries the operation: {coordinator_lines:#?}"
+    );
+    assert!(
+        step_lines
+            .iter()
+            .any(|l| message(l) == "RunStep sent to the agent" && field_str(l, "step") == "Drain"),
+        "no RunStep line for Drain with its fields: {step_lines:#?}"
+    );
+    assert!(
+        step_lines
+            .iter()
+            .any(|l| message(l) == "coordinator step succeeded"
+                && field_str(l, "step") == "CreateManagedNodegroup"),
+        "no coordinator step line with its fields: {step_lines:#?}"
+    );
+}
