@@ -223,3 +223,43 @@ fn report(written: &[Written]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let base = [
+            "flotilla-coordinator",
+            "serve",
+            "--data-dir",
+            "d",
+            "--tls-dir",
+            "t",
+            "--clusters",
+            "c.yaml",
+        ];
+        let args = Args::try_parse_from(base.iter().chain(extra))?;
+        match args.command {
+            Command::Serve(s) => Ok(s),
+            Command::Ca(_) => panic!("serve parses as serve"),
+        }
+    }
+
+    #[test]
+    fn log_format_takes_the_agents_names() {
+        let s = serve_args(&["--log-format", "json", "--metrics-listen", "127.0.0.1:0"]).expect("parse");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(!s.log_json);
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:0".parse().expect("addr")));
+        let s = serve_args(&["--log-json"]).expect("parse");
+        assert!(s.log_json, "the shorthand still works");
+        let err = serve_args(&["--log-format", "yaml"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--log-format") && err.contains("text") && err.contains("json"),
+            "{err}"
+        );
+    }
+}
