@@ -12,7 +12,9 @@
 //!   the four programs the way an operator would.
 //! - `tests/e2e_*.rs`: one cluster migrated end to end across separate processes (simulator,
 //!   coordinator, agent, CLI); the coordinator SIGKILLed and restarted; the agent killed and its
-//!   stream cut; the CLI's errors. `tests/helm_charts.rs`: the Helm charts through Helm itself.
+//!   stream cut; the CLI's errors; `e2e_telemetry.rs`: both processes' OTLP spans as one trace
+//!   (to a receiver in the test), their `/metrics` and JSON logs. `tests/helm_charts.rs`: the
+//!   Helm charts through Helm itself.
 //! - `benches/sessions.rs`: thousands of agent sessions against one coordinator process (RSS,
 //!   CPU, connect time, status latency); `benches/sim.rs`: the simulator's own costs.
 

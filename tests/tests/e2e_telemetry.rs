@@ -174,8 +174,41 @@ fn sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// How the test starts its one migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// `flotilla migrate CLUSTER ... --wait`.
+    Migrate,
+    /// `flotilla rollout create -f SPEC --wait`, one stage with the one cluster.
+    Rollout,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_it() {
+async fn a_migrate_command_is_one_trace_across_coordinator_and_agent_and_both_count_it() {
+    one_migration(How::Migrate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollouts_migration_is_one_trace_under_its_rollout_span() {
+    one_migration(How::Rollout).await;
+}
+
+/// The rollout spec of [`How::Rollout`]: the migration `migrate_args` asks for, in one stage.
+fn rollout_spec(dir: &std::path::Path, template: &str) -> std::path::PathBuf {
+    let path = dir.join("rollout.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: telemetry\nwork:\n  migration:\n    fromNodegroup: {OLD_GROUP}\n    \
+             nodegroupTemplateFile: {template}\n    force: true\n    deleteEmptydirData: true\n    \
+             drainConcurrency: 2\nstages:\n  - {{name: all, selector: \"\"}}\n"
+        ),
+    )
+    .expect("write the rollout spec");
+    path
+}
+
+async fn one_migration(how: How) {
     let started = Instant::now();
     let receiver = Receiver::default();
     let otlp = start_receiver(receiver.clone()).await;
@@ -185,8 +218,12 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
         ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "200".to_string()),
     ];
     let metrics_flag = vec!["--metrics-listen".to_string(), "127.0.0.1:0".to_string()];
+    let name = match how {
+        How::Migrate => "telemetry-migrate",
+        How::Rollout => "telemetry-rollout",
+    };
     let mut world = World::start(
-        "telemetry",
+        name,
         WorldOptions {
             coordinator_args: metrics_flag.clone(),
             coordinator_env: otel_env.clone(),
@@ -215,31 +252,49 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
     // One migration through the CLI, to success.
     let template = write_template(world.dir());
     let template = template.to_str().expect("utf-8 path");
-    let run = world
-        .cli
-        .run(&migrate_args(template, &["--wait", "-o", "json"]))
-        .await
-        .expect("flotilla migrate runs");
+    let run = match how {
+        How::Migrate => {
+            world
+                .cli
+                .run(&migrate_args(template, &["--wait", "-o", "json"]))
+                .await
+        }
+        How::Rollout => {
+            let spec = rollout_spec(world.dir(), template);
+            let spec = spec.to_str().expect("utf-8 path");
+            world
+                .cli
+                .run(&["rollout", "create", "-f", spec, "--wait", "-o", "json"])
+                .await
+        }
+    }
+    .expect("the CLI runs");
     assert_eq!(run.code, Some(0), "{run}");
-    let lines = run.json_lines().expect("JSON lines");
-    let summary = lines
-        .iter()
-        .rev()
-        .find(|l| text(l, "/type") == "summary")
-        .unwrap_or_else(|| panic!("no summary line: {run}"));
-    assert_eq!(text(summary, "/operation/state"), "Succeeded", "{run}");
-    let op = text(summary, "/operation/id").to_string();
+    let list = world
+        .cli
+        .run(&["operations", "list", "--cluster", CLUSTER, "-o", "json"])
+        .await
+        .expect("operations list");
+    assert_eq!(list.code, Some(0), "{list}");
+    let ops = list.json().expect("json");
+    assert_eq!(ops["operations"].as_array().map(Vec::len), Some(1), "{list}");
+    let op = text(&ops, "/operations/0/id").to_string();
+    let rollout = text(&ops, "/operations/0/rolloutId").to_string();
+    assert_eq!(rollout.is_empty(), how == How::Migrate, "{list}");
 
-    // The coordinator's metrics: the operation succeeded, every step's duration observed, the
-    // CLI's gRPC calls counted.
+    // The coordinator's metrics: the operation (and rollout) succeeded, every step's duration
+    // observed, the CLI's gRPC calls counted.
     let m = scrape(coordinator_metrics).await;
     assert_eq!(
         sample(&m, "flotilla_coordinator_connected_agents"),
         Some(1.0),
         "{m}"
     );
-    let succeeded = sample(&m, r#"flotilla_coordinator_operations{state="succeeded"}"#).unwrap_or(0.0);
-    assert!(succeeded >= 1.0, "{m}");
+    let succeeded = sample(&m, r#"flotilla_coordinator_operations{state="succeeded"}"#);
+    assert!(succeeded.unwrap_or(0.0) >= 1.0, "{m}");
+    let rollouts = sample(&m, r#"flotilla_coordinator_rollouts{state="succeeded"}"#);
+    let expected_rollouts = if how == How::Rollout { 1.0 } else { 0.0 };
+    assert_eq!(rollouts, Some(expected_rollouts), "{m}");
     for (kind, runner) in [
         ("create_managed_nodegroup", "coordinator"),
         ("drain", "agent"),
@@ -253,22 +308,18 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
         );
         assert!(n >= 1.0, "{kind} by {runner} not timed:\n{m}");
     }
-    assert!(
-        sum(&m, "flotilla_coordinator_steps_total", &[r#"result="succeeded""#])
-            >= MIGRATION_STEPS.len() as f64,
-        "{m}"
+    let steps_ok = sum(&m, "flotilla_coordinator_steps_total", &[r#"result="succeeded""#]);
+    assert!(steps_ok >= MIGRATION_STEPS.len() as f64, "{m}");
+    let method = match how {
+        How::Migrate => r#"method="/flotilla.fleet.v1.Fleet/StartOperation""#,
+        How::Rollout => r#"method="/flotilla.fleet.v1.Fleet/CreateRollout""#,
+    };
+    let calls = sum(
+        &m,
+        "flotilla_coordinator_grpc_requests_total",
+        &[method, r#"code="OK""#],
     );
-    assert!(
-        sum(
-            &m,
-            "flotilla_coordinator_grpc_requests_total",
-            &[
-                r#"method="/flotilla.fleet.v1.Fleet/StartOperation""#,
-                r#"code="OK""#
-            ]
-        ) >= 1.0,
-        "{m}"
-    );
+    assert!(calls >= 1.0, "{m}");
     assert!(
         sum(&m, "flotilla_coordinator_grpc_requests_total", &[]) >= 2.0,
         "{m}"
@@ -276,22 +327,14 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
 
     // The agent's metrics: the drain's evictions.
     let am = scrape(agent_metrics).await;
-    let evicted = sample(&am, r#"flotilla_agent_evictions_total{result="allowed"}"#).unwrap_or(0.0);
-    assert!(evicted >= 1.0, "{am}");
-    assert_eq!(
-        sample(&am, r#"flotilla_agent_steps_total{kind="drain",result="ok"}"#),
-        Some(1.0),
-        "{am}"
-    );
+    let evicted = sample(&am, r#"flotilla_agent_evictions_total{result="allowed"}"#);
+    assert!(evicted.unwrap_or(0.0) >= 1.0, "{am}");
+    let drains = sample(&am, r#"flotilla_agent_steps_total{kind="drain",result="ok"}"#);
+    assert_eq!(drains, Some(1.0), "{am}");
 
     // Stop both (SIGTERM: each flushes its spans), agent first.
-    let agent_exit = world
-        .agent_mut()
-        .expect("agent")
-        .proc
-        .terminate(BOUND)
-        .await
-        .expect("agent stops");
+    let agent = &mut world.agent_mut().expect("agent").proc;
+    let agent_exit = agent.terminate(BOUND).await.expect("agent stops");
     assert!(
         agent_exit.is_some_and(|s| s.success()),
         "agent exit: {agent_exit:?}"
@@ -331,7 +374,24 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
         .find(|s| s.service == COORDINATOR && s.name == "operation" && s.attr("operation") == op)
         .expect("the operation span");
     assert_eq!(operation.attr("cluster"), CLUSTER, "{operation:#?}");
+    assert_eq!(operation.attr("rollout"), rollout, "{operation:#?}");
     let trace = operation.trace_id.clone();
+    if how == How::Rollout {
+        // The rollout's span is the operation's parent, in the same trace.
+        let parent = by_id
+            .get(operation.parent_span_id.as_str())
+            .unwrap_or_else(|| panic!("the operation's parent was not exported: {operation:#?}"));
+        assert_eq!(
+            (
+                parent.service.as_str(),
+                parent.name.as_str(),
+                parent.attr("rollout")
+            ),
+            (COORDINATOR, "rollout", rollout.as_str()),
+            "{parent:#?}"
+        );
+        assert_eq!(parent.trace_id, trace);
+    }
 
     // Every coordinator step span of the operation: a child of the operation span, with its
     // step and attempt.
@@ -399,8 +459,8 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
             .count()
     };
     eprintln!(
-        "spans received: coordinator {} ({} in the operation's trace), agent {} ({} in it); \
-         coordinator step spans {}, agent run_step spans {}; test took {:.1} s",
+        "{how:?}: spans received: coordinator {} ({} in the operation's trace), agent {} ({} in \
+         it); coordinator step spans {}, agent run_step spans {}; test took {:.1} s",
         count(COORDINATOR),
         in_trace(COORDINATOR),
         count(AGENT),
@@ -410,8 +470,8 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
         started.elapsed().as_secs_f64()
     );
 
-    // The coordinator's `--log-format json` lines: every line is JSON, and the step's lines
-    // carry the cluster, operation and step from their spans.
+    // The coordinator's `--log-format json` lines: every line is JSON, and the operation's lines
+    // carry the cluster, operation, rollout and step from their spans.
     let coordinator_lines = json_lines(&world.coordinator.proc);
     let stderr_lines = world
         .coordinator
@@ -428,6 +488,23 @@ async fn one_migration_is_one_trace_across_coordinator_and_agent_and_both_count_
     assert!(
         !step_lines.is_empty(),
         "no line carries the operation: {coordinator_lines:#?}"
+    );
+    // The lines logged inside the operation's span name its rollout (or none) from that span.
+    let in_operation: Vec<&&Value> = step_lines
+        .iter()
+        .filter(|l| {
+            l["spans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["name"] == "operation" && s["operation"] == op))
+        })
+        .collect();
+    assert!(
+        !in_operation.is_empty(),
+        "no line in the operation's span: {step_lines:#?}"
+    );
+    assert!(
+        in_operation.iter().all(|l| field_str(l, "rollout") == rollout),
+        "a line without its rollout {rollout:?}: {in_operation:#?}"
     );
     assert!(
         step_lines
