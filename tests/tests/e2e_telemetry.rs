@@ -3,7 +3,9 @@
 //! one migration runs through the `flotilla` CLI, and the test checks that both processes' spans
 //! form one trace (operation → step on the coordinator, the agent's step under the
 //! coordinator's step), that both `/metrics` endpoints count the work, and that
-//! `--log-format json` lines carry the operation's fields.
+//! `--log-format json` lines carry the operation's fields. Also: a rollout's span parents its
+//! operation's, and an operation stays in its trace when the coordinator is SIGKILLed and
+//! restarted.
 
 mod common;
 
@@ -13,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use flotilla_proto::fleet::v1 as pb;
 use flotilla_tests::agent::{field_str, json_lines, message};
+use flotilla_tests::coordinator::OPERATOR;
 use flotilla_tests::process::{Proc, Stream};
 use flotilla_tests::world::{World, WorldOptions};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -191,6 +195,149 @@ async fn a_migrate_command_is_one_trace_across_coordinator_and_agent_and_both_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollouts_migration_is_one_trace_under_its_rollout_span() {
     one_migration(How::Rollout).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
+    let receiver = Receiver::default();
+    let otlp = start_receiver(receiver.clone()).await;
+    let otel_env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), otlp),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "200".to_string()),
+    ];
+    let mut world = World::start(
+        "telemetry-restart",
+        WorldOptions {
+            coordinator_env: otel_env.clone(),
+            agent_env: otel_env,
+            ..WorldOptions::default()
+        },
+    )
+    .await
+    .expect("world starts");
+    world
+        .wait_connected(CLUSTER, true, BOUND)
+        .await
+        .expect("the agent connects");
+    // Slow Kubernetes API calls keep the drain running while the coordinator dies.
+    world
+        .sim
+        .set_faults(CLUSTER, &serde_json::json!({"apiLatency": "150ms"}))
+        .await
+        .expect("set faults");
+    let template = write_template(world.dir());
+    let run = world
+        .cli
+        .run(&migrate_args(template.to_str().expect("utf-8"), &["-o", "json"]))
+        .await
+        .expect("flotilla migrate");
+    assert_eq!(run.code, Some(0), "{run}");
+    let op = text(&run.json().expect("json"), "/id").to_string();
+
+    // SIGKILL once the drain is sent (nothing flushed), then the same coordinator again.
+    world
+        .coordinator
+        .proc
+        .wait_line(
+            Stream::Stderr,
+            "the Drain RunStep",
+            Duration::from_secs(300),
+            |l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                    message(&v) == "RunStep sent to the agent" && field_str(&v, "step") == "Drain"
+                })
+            },
+        )
+        .await
+        .expect("the drain is sent");
+    world.coordinator.kill().await.expect("SIGKILL");
+    world
+        .coordinator
+        .restart()
+        .await
+        .expect("the coordinator restarts");
+    world
+        .sim
+        .set_faults(CLUSTER, &serde_json::json!({}))
+        .await
+        .expect("clear faults");
+    let mut fleet = world.coordinator.fleet(OPERATOR).await.expect("fleet client");
+    let ended_op = wait_operation(&mut fleet, &op, Duration::from_secs(300), ended).await;
+    assert_eq!(
+        ended_op.state,
+        pb::OperationState::Succeeded as i32,
+        "{ended_op:?}"
+    );
+
+    let agent = &mut world.agent_mut().expect("agent").proc;
+    agent.terminate(BOUND).await.expect("agent stops");
+    world
+        .coordinator
+        .proc
+        .terminate(BOUND)
+        .await
+        .expect("coordinator stops");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let spans = loop {
+        let spans = receiver.spans();
+        let done = spans.iter().any(|s| {
+            s.service == AGENT
+                && s.name == "run_step"
+                && s.attr("operation") == op
+                && s.attr("step") == "RestoreScale"
+        }) && spans
+            .iter()
+            .any(|s| s.service == COORDINATOR && s.name == "operation" && s.attr("operation") == op);
+        if done {
+            break spans;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spans missing: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The agent's steps before the kill (WaitNodesReady) and after it (RestoreScale), and the
+    // restarted coordinator's operation span, are all in one trace: the one the first process
+    // started (its operation span, open at the kill, is lost with it; the restarted one is a
+    // child of the StartOperation call's span, as the first was).
+    let first = spans
+        .iter()
+        .find(|s| {
+            s.service == AGENT
+                && s.name == "run_step"
+                && s.attr("operation") == op
+                && s.attr("step") == "WaitNodesReady"
+        })
+        .unwrap_or_else(|| panic!("no WaitNodesReady span: {spans:#?}"));
+    let trace = first.trace_id.clone();
+    let agent_steps: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.service == AGENT && s.name == "run_step" && s.attr("operation") == op)
+        .collect();
+    for step in ["WaitNodesReady", "Drain", "RestoreScale"] {
+        assert!(
+            agent_steps.iter().any(|s| s.attr("step") == step),
+            "no agent span for {step}: {agent_steps:#?}"
+        );
+    }
+    for s in &agent_steps {
+        assert_eq!(s.trace_id, trace, "{s:#?}");
+    }
+    let operations: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.service == COORDINATOR && s.name == "operation" && s.attr("operation") == op)
+        .collect();
+    for s in &operations {
+        assert_eq!(s.trace_id, trace, "{s:#?}");
+        assert!(!s.parent_span_id.is_empty(), "a root: {s:#?}");
+    }
+    eprintln!(
+        "restart: {} spans in the operation's trace ({} agent run_step, {} coordinator operation)",
+        spans.iter().filter(|s| s.trace_id == trace).count(),
+        agent_steps.len(),
+        operations.len()
+    );
 }
 
 /// The rollout spec of [`How::Rollout`]: the migration `migrate_args` asks for, in one stage.

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use flotilla_proto::fleet::v1 as pb;
+use flotilla_proto::telemetry;
 use jiff::Timestamp;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -615,7 +616,7 @@ impl<E: Eks + 'static> Engine<E> {
         }
         let machine = record.machine.clone().unwrap_or(Machine::Pending);
         let params = record::params_of(&record);
-        // Under the span that started it: the rollout's, or the gRPC call's (StartOperation).
+        // Under the span that created it: its rollout's, or the gRPC call's (StartOperation).
         let span = tracing::info_span!(
             "operation",
             cluster = %record.cluster,
@@ -624,6 +625,10 @@ impl<E: Eks + 'static> Engine<E> {
         );
         if let Some(rollout) = &record.rollout_id {
             span.record("rollout", rollout.as_str());
+        }
+        // The same trace in every actor of the operation, also after a restart.
+        if let Some(tp) = &record.traceparent {
+            telemetry::set_parent(&span, telemetry::extract_traceparent(tp));
         }
         let actor = Actor {
             engine: self.clone(),
