@@ -47,8 +47,12 @@ struct ServeArgs {
     /// The agents' heartbeat interval in seconds; a session silent for three is dropped.
     #[arg(long, env = "FLOTILLA_HEARTBEAT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     heartbeat_seconds: u64,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "FLOTILLA_LOG_JSON")]
+    /// Log line format: `text`, or `json` (one JSON object a line, with the span fields
+    /// rollout, cluster, operation, step, attempt).
+    #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Shorthand for `--log-format json`.
+    #[arg(long)]
     log_json: bool,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `flotilla_coordinator=debug`
     /// [default: $RUST_LOG, else `info`].
@@ -57,6 +61,15 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9090 [default: not served].
     #[arg(long, env = "FLOTILLA_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+}
+
+/// How log lines are written (to stderr); the same names as the agent's `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the enclosing spans' fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +161,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_dir,
         clusters,
         heartbeat_seconds,
+        log_format,
         log_json,
         log,
         metrics_listen,
@@ -157,7 +171,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("could not start the async runtime")?;
     // The OTLP exporter's channel lives on the runtime.
-    let format = if log_json {
+    let format = if log_json || log_format == LogFormat::Json {
         telemetry::LogFormat::Json
     } else {
         telemetry::LogFormat::Text
@@ -208,4 +222,44 @@ fn report(written: &[Written]) -> anyhow::Result<()> {
         writeln!(out, "wrote {}", files.key.display())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let base = [
+            "flotilla-coordinator",
+            "serve",
+            "--data-dir",
+            "d",
+            "--tls-dir",
+            "t",
+            "--clusters",
+            "c.yaml",
+        ];
+        let args = Args::try_parse_from(base.iter().chain(extra))?;
+        match args.command {
+            Command::Serve(s) => Ok(s),
+            Command::Ca(_) => panic!("serve parses as serve"),
+        }
+    }
+
+    #[test]
+    fn log_format_takes_the_agents_names() {
+        let s = serve_args(&["--log-format", "json", "--metrics-listen", "127.0.0.1:0"]).expect("parse");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(!s.log_json);
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:0".parse().expect("addr")));
+        let s = serve_args(&["--log-json"]).expect("parse");
+        assert!(s.log_json, "the shorthand still works");
+        let err = serve_args(&["--log-format", "yaml"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--log-format") && err.contains("text") && err.contains("json"),
+            "{err}"
+        );
+    }
 }

@@ -418,6 +418,8 @@ async fn run(n: usize, args: &Args, ticks: f64) -> anyhow::Result<Row> {
         heartbeat_seconds: HEARTBEAT.as_secs(),
         log_dir: dir.join("logs"),
         log_filter: "warn".into(),
+        extra_args: Vec::new(),
+        env: Vec::new(),
     })
     .await?;
     row.start_s = t.elapsed().as_secs_f64();

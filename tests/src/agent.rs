@@ -25,6 +25,10 @@ pub struct AgentConfig {
     pub kubeconfig: PathBuf,
     /// Where logs go (`agent.log`, `agent-2.log`, …).
     pub log_dir: PathBuf,
+    /// Extra flags (e.g. `--metrics-listen 127.0.0.1:0`).
+    pub extra_args: Vec<String>,
+    /// Extra environment variables (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running agent.
@@ -56,7 +60,9 @@ impl AgentProc {
             .arg(&config.tls_dir)
             .arg("--kubeconfig")
             .arg(&config.kubeconfig)
-            .args(["--log", "info", "--log-format", "json"]);
+            .args(["--log", "info", "--log-format", "json"])
+            .args(&config.extra_args)
+            .envs(config.env.iter().map(|(k, v)| (k, v)));
         Ok(AgentProc {
             proc: Proc::spawn(name, cmd, &config.log_dir)?,
         })

@@ -93,6 +93,10 @@ pub struct ServeConfig {
     pub log_dir: PathBuf,
     /// The log filter (`RUST_LOG`).
     pub log_filter: String,
+    /// Extra `serve` flags (e.g. `--metrics-listen 127.0.0.1:0`).
+    pub extra_args: Vec<String>,
+    /// Extra environment variables (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `flotilla-coordinator serve` (JSON logs on stderr).
@@ -169,14 +173,16 @@ async fn serve(config: &ServeConfig, listen: SocketAddr, starts: u32) -> Result<
         .arg(&config.clusters)
         .arg("--heartbeat-seconds")
         .arg(config.heartbeat_seconds.to_string())
-        .arg("--log-json")
+        .args(["--log-format", "json"])
+        .args(&config.extra_args)
         .env("RUST_LOG", &config.log_filter)
         // The standard credential chain finds these; the clusters file points at the simulator.
         .env("AWS_ACCESS_KEY_ID", "AKIDFLOTILLAE2E")
         .env("AWS_SECRET_ACCESS_KEY", "not-a-secret")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN");
+        .env_remove("AWS_SESSION_TOKEN")
+        .envs(config.env.iter().map(|(k, v)| (k, v)));
     let name = if starts == 0 {
         "coordinator".to_string()
     } else {

@@ -13,8 +13,9 @@
 //! - `tests/e2e_*.rs`: one cluster migrated end to end across separate processes (simulator,
 //!   coordinator, agent, CLI); the coordinator SIGKILLed and restarted; the agent killed and its
 //!   stream cut; the CLI's errors; `e2e_rollout_restart.rs`: a three-stage migration rollout over
-//!   three clusters (an agent process each) with the coordinator SIGKILLed while a stage runs.
-//!   `tests/helm_charts.rs`: the Helm charts through Helm itself.
+//!   three clusters (an agent process each) with the coordinator SIGKILLed while a stage runs;
+//!   `e2e_telemetry.rs`: both processes' OTLP spans as one trace (to a receiver in the test),
+//!   their `/metrics` and JSON logs. `tests/helm_charts.rs`: the Helm charts through Helm itself.
 //! - `benches/sessions.rs`: thousands of agent sessions against one coordinator process (RSS,
 //!   CPU, connect time, status latency); `benches/rollout.rs`: an upgrade rollout over 1,000
 //!   simulated clusters in three stages against one coordinator process (wall time versus the

@@ -32,6 +32,14 @@ pub struct WorldOptions {
     pub all_agents: bool,
     /// Labels per cluster in the coordinator's clusters file (`labels[0]` for `sim-1`).
     pub labels: Vec<BTreeMap<String, String>>,
+    /// Extra `flotilla-coordinator serve` flags.
+    pub coordinator_args: Vec<String>,
+    /// Extra environment variables of the coordinator.
+    pub coordinator_env: Vec<(String, String)>,
+    /// Extra `flotilla-agent` flags.
+    pub agent_args: Vec<String>,
+    /// Extra environment variables of the agent.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Default for WorldOptions {
@@ -43,6 +51,10 @@ impl Default for WorldOptions {
             agent: true,
             all_agents: false,
             labels: Vec::new(),
+            coordinator_args: Vec::new(),
+            coordinator_env: Vec::new(),
+            agent_args: Vec::new(),
+            agent_env: Vec::new(),
         }
     }
 }
@@ -94,6 +106,8 @@ impl World {
             heartbeat_seconds: 10,
             log_dir: logs.clone(),
             log_filter: "info".into(),
+            extra_args: opts.coordinator_args.clone(),
+            env: opts.coordinator_env.clone(),
         })
         .await?;
         let proxy = if opts.proxy {
@@ -112,6 +126,8 @@ impl World {
             cluster,
             tls_dir: pki.dir.clone(),
             log_dir: logs,
+            extra_args: opts.agent_args.clone(),
+            env: opts.agent_env.clone(),
         };
         let cli = Cli::new(coordinator.url(), &pki.dir, OPERATOR);
         let mut world = World {
@@ -138,6 +154,8 @@ impl World {
                     cluster: cluster.clone(),
                     tls_dir: world.pki.dir.clone(),
                     log_dir: world.dir.join("logs"),
+                    extra_args: world.agent_config.extra_args.clone(),
+                    env: world.agent_config.env.clone(),
                 };
                 let agent = AgentProc::start_named(&config, &format!("agent-{cluster}"))?;
                 world.other_agents.push((cluster, agent));

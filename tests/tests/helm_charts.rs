@@ -1956,3 +1956,97 @@ fn binaries_link_no_openssl() {
         }
     }
 }
+
+/// The binary's short help text (`program args... -h`): one line per flag after its name.
+fn help(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .arg("-h")
+        .env_clear()
+        .output()
+        .unwrap_or_else(|e| panic!("running {} --help: {e}", program.display()));
+    assert!(out.status.success(), "{} --help failed", program.display());
+    String::from_utf8(out.stdout).expect("utf-8 help")
+}
+
+/// Every `--flag` the container passes and every `FLOTILLA_*` variable it sets is one the binary
+/// knows (its `--help` lists the flag and `[env: NAME=]`), and a variable with fixed choices gets
+/// one of them: a chart setting a name the binary does not read would silently do nothing.
+fn assert_binary_reads(c: &Container, help: &str, what: &str) {
+    for arg in c.args.iter().flatten().filter(|a| a.starts_with("--")) {
+        let flag = arg.split('=').next().unwrap_or_default();
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{what}: the chart passes {arg} but the binary has no {flag}:\n{help}"
+        );
+    }
+    for var in c.env.iter().flatten().filter(|e| e.name.starts_with("FLOTILLA_")) {
+        let marker = format!("[env: {}=", var.name);
+        let at = help.find(&marker).unwrap_or_else(|| {
+            panic!(
+                "{what}: the chart sets {} but the binary reads no such variable:\n{help}",
+                var.name
+            )
+        });
+        // `[env: NAME=] [default: ..] [possible values: a, b]` ends the flag's line.
+        let rest = &help[at..];
+        let paragraph = &rest[..rest.find('\n').unwrap_or(rest.len())];
+        if let (Some(choices), Some(value)) = (paragraph.split("[possible values: ").nth(1), &var.value) {
+            let choices: Vec<&str> = choices.trim_end_matches(']').split(", ").collect();
+            assert!(
+                choices.contains(&value.as_str()),
+                "{what}: {}={value} is not one of {choices:?}",
+                var.name
+            );
+        }
+    }
+}
+
+#[test]
+fn charts_pass_only_flags_and_variables_the_binaries_read() {
+    let bins = flotilla_tests::bins::bins().expect("the binaries build");
+    let agent = render(
+        AGENT,
+        &[set(AGENT_MINIMAL), set("logFormat=json,metrics.enabled=true")],
+    );
+    let template = agent.deployment().spec.as_ref().expect("spec").template.clone();
+    let spec = pod_spec(&Some(template)).clone();
+    let c = only_container(&spec);
+    assert_eq!(env_value(c, "FLOTILLA_LOG_FORMAT").as_deref(), Some("json"));
+    assert!(c
+        .args
+        .iter()
+        .flatten()
+        .any(|a| a.starts_with("--metrics-listen=")));
+    assert_binary_reads(c, &help(&bins.agent, &[]), "flotilla-agent");
+
+    let coordinator = render(
+        COORDINATOR,
+        &[
+            set(COORDINATOR_MINIMAL),
+            set("logFormat=json,metrics.enabled=true"),
+        ],
+    );
+    let template = coordinator
+        .statefulset()
+        .spec
+        .as_ref()
+        .expect("spec")
+        .template
+        .clone();
+    let spec = pod_spec(&Some(template)).clone();
+    let c = only_container(&spec);
+    assert_eq!(env_value(c, "FLOTILLA_LOG_FORMAT").as_deref(), Some("json"));
+    assert!(c
+        .args
+        .iter()
+        .flatten()
+        .any(|a| a.starts_with("--metrics-listen=")));
+    let args: Vec<String> = c.args.clone().unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("serve"));
+    assert_binary_reads(
+        c,
+        &help(&bins.coordinator, &["serve"]),
+        "flotilla-coordinator serve",
+    );
+}

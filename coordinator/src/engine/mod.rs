@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use flotilla_proto::fleet::v1 as pb;
+use flotilla_proto::telemetry;
 use jiff::Timestamp;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -615,7 +616,20 @@ impl<E: Eks + 'static> Engine<E> {
         }
         let machine = record.machine.clone().unwrap_or(Machine::Pending);
         let params = record::params_of(&record);
-        let span = tracing::info_span!("operation", cluster = %record.cluster, operation = %record.id);
+        // Under the span that created it: its rollout's, or the gRPC call's (StartOperation).
+        let span = tracing::info_span!(
+            "operation",
+            cluster = %record.cluster,
+            operation = %record.id,
+            rollout = tracing::field::Empty,
+        );
+        if let Some(rollout) = &record.rollout_id {
+            span.record("rollout", rollout.as_str());
+        }
+        // The same trace in every actor of the operation, also after a restart.
+        if let Some(tp) = &record.traceparent {
+            telemetry::set_parent(&span, telemetry::extract_traceparent(tp));
+        }
         let actor = Actor {
             engine: self.clone(),
             cluster: record.cluster.clone(),
@@ -624,6 +638,7 @@ impl<E: Eks + 'static> Engine<E> {
             record,
             tx: tx.clone(),
             coordinator_task: None,
+            agent_step_span: None,
         };
         let mut shutdown = self.inner.shutdown.subscribe();
         self.spawn_task(
@@ -692,6 +707,9 @@ struct Actor<E> {
     tx: mpsc::UnboundedSender<Input>,
     /// The coordinator step running as a task, with its attempt.
     coordinator_task: Option<(Step, u32, AbortHandle)>,
+    /// The span of the agent step attempt in flight: open from its first `RunStep` until it is
+    /// no longer in flight; the agent's step span is its child (through `RunStep.trace_context`).
+    agent_step_span: Option<(Step, u32, tracing::Span)>,
 }
 
 impl<E: Eks + 'static> Actor<E> {
@@ -872,6 +890,12 @@ impl<E: Eks + 'static> Actor<E> {
                 progress.remove(&self.record.id);
             }
         }
+        if let Some((step, attempt, _)) = &self.agent_step_span {
+            if in_flight != Some((*step, *attempt)) {
+                // Closes the span: the attempt ended (or was given up).
+                self.agent_step_span = None;
+            }
+        }
         if let Some((step, attempt, task)) = &self.coordinator_task {
             if in_flight != Some((*step, *attempt)) {
                 tracing::info!(%step, attempt, "coordinator step no longer in flight; stopping it");
@@ -906,7 +930,26 @@ impl<E: Eks + 'static> Actor<E> {
         }
     }
 
+    /// The span of agent step (`step`, `attempt`): the open one if it is that attempt's, else a
+    /// new child of the operation's span.
+    fn agent_step_span(&mut self, step: Step, attempt: u32) -> tracing::Span {
+        match &self.agent_step_span {
+            Some((s, a, span)) if (*s, *a) == (step, attempt) => span.clone(),
+            _ => {
+                let span = tracing::info_span!("step", %step, attempt, runner = "agent");
+                self.agent_step_span = Some((step, attempt, span.clone()));
+                span
+            }
+        }
+    }
+
     async fn send_run_step(&mut self, step: Step, attempt: u32) {
+        let span = self.agent_step_span(step, attempt);
+        self.send_run_step_in(step, attempt).instrument(span).await
+    }
+
+    /// Sends the `RunStep` from inside the step's span, so its `trace_context` names that span.
+    async fn send_run_step_in(&mut self, step: Step, attempt: u32) {
         let Some(run) = self
             .params
             .as_ref()
@@ -975,7 +1018,7 @@ impl<E: Eks + 'static> Actor<E> {
         let inventory = convert::inventory_of(&self.record);
         let engine = self.engine.clone();
         let operation = self.record.id.clone();
-        let span = tracing::info_span!("step", %step, attempt, ?mode);
+        let span = tracing::info_span!("step", %step, attempt, runner = "coordinator", ?mode);
         let task = self.engine.spawn_task(
             async move {
                 let progress = move |u: &ProgressUpdate| engine.coordinator_progress(&operation, step, attempt, u);

@@ -31,7 +31,8 @@ pub fn plan_of(r: &OperationRecord) -> Plan {
     }
 }
 
-/// A new migration of `cluster`: every forward step pending, the machine at `Pending`.
+/// A new migration of `cluster`: every forward step pending, the machine at `Pending`; in the
+/// trace of the current span.
 pub fn new_migration(
     id: String,
     cluster: &str,
@@ -50,6 +51,7 @@ pub fn new_migration(
         machine: Some(Machine::Pending),
         rollout_id,
         created_by,
+        traceparent: flotilla_proto::telemetry::traceparent(&tracing::Span::current()),
         created_at: now,
         updated_at: now,
         started_at: None,
@@ -59,7 +61,7 @@ pub fn new_migration(
 }
 
 /// A new one-minor upgrade of `cluster` (`params.from` → `params.target`): every step of the
-/// upgrade plan pending, the machine at `Pending`.
+/// upgrade plan pending, the machine at `Pending`; in the trace of the current span.
 pub fn new_upgrade(
     id: String,
     cluster: &str,
@@ -78,6 +80,7 @@ pub fn new_upgrade(
         machine: Some(Machine::Pending),
         rollout_id,
         created_by,
+        traceparent: flotilla_proto::telemetry::traceparent(&tracing::Span::current()),
         created_at: now,
         updated_at: now,
         started_at: None,

@@ -167,6 +167,11 @@ pub struct OperationRecord {
     /// Who started it: the caller's identity URI (`spiffe://flotilla/operator/operator/alice`).
     #[serde(default)]
     pub created_by: String,
+    /// The W3C `traceparent` of the span it was created under (the `StartOperation` call's, or
+    /// its rollout's), so its spans stay in that trace after a coordinator restart; `None` when
+    /// traces are not exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When its first step started.

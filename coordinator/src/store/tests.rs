@@ -46,6 +46,7 @@ fn operation(id: &str, cluster: &str) -> OperationRecord {
         machine: None,
         rollout_id: None,
         created_by: "spiffe://flotilla/operator/operator/test".into(),
+        traceparent: Some("00-5ca1ab1e0f1071117ace000000c0ffee-00f067aa0ba902b7-01".into()),
         created_at: at(0),
         started_at: None,
         finished_at: None,
