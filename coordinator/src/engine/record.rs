@@ -41,23 +41,17 @@ pub fn new_migration(
     rollout_id: Option<String>,
     now: Timestamp,
 ) -> OperationRecord {
-    OperationRecord {
+    let params = serde_json::to_value(params).unwrap_or_default();
+    new_record(
         id,
-        cluster: cluster.to_string(),
-        kind: OperationKind::Migration,
-        params: serde_json::to_value(params).unwrap_or_default(),
-        state: OperationState::Pending,
-        steps: MIGRATION.iter().map(|s| pending_step(*s)).collect(),
-        machine: Some(Machine::Pending),
-        rollout_id,
+        cluster,
+        OperationKind::Migration,
+        params,
+        &MIGRATION,
         created_by,
-        traceparent: flotilla_proto::telemetry::traceparent(&tracing::Span::current()),
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        finished_at: None,
-        version: 0,
-    }
+        rollout_id,
+        now,
+    )
 }
 
 /// A new one-minor upgrade of `cluster` (`params.from` → `params.target`): every step of the
@@ -70,13 +64,38 @@ pub fn new_upgrade(
     rollout_id: Option<String>,
     now: Timestamp,
 ) -> OperationRecord {
+    let params = serde_json::to_value(params).unwrap_or_default();
+    new_record(
+        id,
+        cluster,
+        OperationKind::Upgrade,
+        params,
+        &UPGRADE,
+        created_by,
+        rollout_id,
+        now,
+    )
+}
+
+/// A new operation of `kind` with `steps` pending, in the trace of the current span.
+#[allow(clippy::too_many_arguments)]
+fn new_record(
+    id: String,
+    cluster: &str,
+    kind: OperationKind,
+    params: serde_json::Value,
+    steps: &[Step],
+    created_by: String,
+    rollout_id: Option<String>,
+    now: Timestamp,
+) -> OperationRecord {
     OperationRecord {
         id,
         cluster: cluster.to_string(),
-        kind: OperationKind::Upgrade,
-        params: serde_json::to_value(params).unwrap_or_default(),
+        kind,
+        params,
         state: OperationState::Pending,
-        steps: UPGRADE.iter().map(|s| pending_step(*s)).collect(),
+        steps: steps.iter().map(|s| pending_step(*s)).collect(),
         machine: Some(Machine::Pending),
         rollout_id,
         created_by,
