@@ -45,12 +45,10 @@ pub struct AddonWorkload {
 /// The namespace EKS add-ons run in.
 pub const ADDON_NAMESPACE: &str = "kube-system";
 
-/// (add-on, kind of workload, workload name in kube-system) for each add-on the inventory reports.
-const ADDON_WORKLOADS: [(&str, &str, &str); 3] = [
-    ("coredns", "Deployment", "coredns"),
-    ("kube-proxy", "DaemonSet", "kube-proxy"),
-    ("vpc-cni", "DaemonSet", "aws-node"),
-];
+/// The add-on whose workload is kube-system's Deployment of the same name.
+const DEPLOYMENT_ADDON: &str = "coredns";
+/// (add-on, kube-system DaemonSet) for the add-ons run as DaemonSets.
+const DAEMON_SET_ADDONS: [(&str, &str); 2] = [("kube-proxy", "kube-proxy"), ("vpc-cni", "aws-node")];
 
 /// One node group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,22 +131,21 @@ pub fn addon_workloads(deployments: &[Deployment], daemon_sets: &[DaemonSet]) ->
     let in_kube_system = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, name: &str| {
         meta.namespace.as_deref() == Some(ADDON_NAMESPACE) && meta.name.as_deref() == Some(name)
     };
-    ADDON_WORKLOADS
-        .iter()
-        .filter_map(|&(addon, kind, name)| {
-            let image = if kind == "Deployment" {
-                let d = deployments.iter().find(|d| in_kube_system(&d.metadata, name))?;
-                image(d.spec.as_ref().map(|s| &s.template))
-            } else {
-                let d = daemon_sets.iter().find(|d| in_kube_system(&d.metadata, name))?;
-                image(d.spec.as_ref().map(|s| &s.template))
-            }?;
-            Some(AddonWorkload {
-                addon: addon.to_string(),
-                image,
-            })
+    let workload = |addon: &str, image: Option<String>| {
+        image.map(|image| AddonWorkload {
+            addon: addon.to_string(),
+            image,
         })
-        .collect()
+    };
+    let coredns = deployments
+        .iter()
+        .find(|d| in_kube_system(&d.metadata, DEPLOYMENT_ADDON))
+        .and_then(|d| workload(DEPLOYMENT_ADDON, image(d.spec.as_ref().map(|s| &s.template))));
+    let daemon_sets = DAEMON_SET_ADDONS.iter().filter_map(|&(addon, name)| {
+        let d = daemon_sets.iter().find(|d| in_kube_system(&d.metadata, name))?;
+        workload(addon, image(d.spec.as_ref().map(|s| &s.template)))
+    });
+    coredns.into_iter().chain(daemon_sets).collect()
 }
 
 /// Builds an [`Inventory`] from objects already read.
