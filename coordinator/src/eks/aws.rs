@@ -2,6 +2,7 @@
 //! client, with the standard credential chain (optionally assuming a role through STS) and the
 //! SDK's standard retry mode (throttling and transient errors retried with backoff).
 
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -165,7 +166,11 @@ impl AwsConnector {
                     .http_client(http_client())
                     .region(Region::new(region.to_string()))
                     .retry_config(self.opts.retry.clone())
-                    .timeout_config(self.opts.timeouts.clone());
+                    .timeout_config(self.opts.timeouts.clone())
+                    // Every EKS and Auto Scaling answer is a small JSON or XML body, bounded by
+                    // the attempt timeout above; the throughput watch on each body cost ~3% of
+                    // the coordinator's CPU in the rollout benchmark.
+                    .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
                 if let Some(c) = self.opts.credentials.clone() {
                     loader = loader.credentials_provider(c);
                 }

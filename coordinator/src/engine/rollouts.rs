@@ -75,10 +75,19 @@ enum Input {
     Resync,
 }
 
+/// How long a rollout's task waits after an input (other than an operator command) for more to
+/// arrive before it applies and writes them together. Bounds the writes of a busy rollout to
+/// about 1 / COMMIT_WINDOW per second, whatever the fleet's size, at the price of reacting up
+/// to this much later.
+pub const COMMIT_WINDOW: Duration = Duration::from_millis(50);
+
 struct Inner<E> {
     engine: Engine<E>,
     clusters: Arc<ClustersFile>,
     actors: Mutex<HashMap<String, mpsc::UnboundedSender<Input>>>,
+    /// The last committed state of every rollout a task runs (what the store holds), so reads
+    /// need not decode it from the store.
+    latest: Mutex<HashMap<String, Arc<RolloutRecord>>>,
     updates: broadcast::Sender<Arc<RolloutRecord>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
@@ -159,6 +168,7 @@ impl<E: Eks + 'static> Rollouts<E> {
                 engine,
                 clusters,
                 actors: Mutex::default(),
+                latest: Mutex::default(),
                 updates,
                 shutdown,
                 tasks: Mutex::new(JoinSet::new()),
@@ -225,8 +235,11 @@ impl<E: Eks + 'static> Rollouts<E> {
         self.command_on(created, Event::Start { clusters: facts }).await
     }
 
-    /// The rollout `id`.
+    /// The rollout `id`: its last committed state.
     pub async fn get(&self, id: &str) -> Result<RolloutRecord, RolloutError> {
+        if let Some(r) = lock(&self.inner.latest).get(id) {
+            return Ok(RolloutRecord::clone(r));
+        }
         let key = id.to_string();
         blocking(self.store(), move |s| s.get_rollout(&key))
             .await?
@@ -410,6 +423,7 @@ impl<E: Eks + 'static> Actor<E> {
                 self.record = stored;
             }
         }
+        self.share();
         loop {
             let deadline = self.record.rollout.next_deadline();
             let first = tokio::select! {
@@ -419,6 +433,10 @@ impl<E: Eks + 'static> Actor<E> {
                 },
                 _ = sleep_until(deadline) => Input::Event(Event::Tick),
             };
+            if !matches!(first, Input::Command { .. }) {
+                // Let what comes with it arrive: one write for the lot.
+                tokio::time::sleep(COMMIT_WINDOW).await;
+            }
             let mut batch = vec![first];
             while let Ok(i) = rx.try_recv() {
                 batch.push(i);
@@ -428,10 +446,19 @@ impl<E: Eks + 'static> Actor<E> {
                 let mut actors = lock(&self.rollouts.inner.actors);
                 if rx.is_empty() {
                     actors.remove(&self.record.rollout.id);
+                    // Read from the store from now on (it holds this final state).
+                    lock(&self.rollouts.inner.latest).remove(&self.record.rollout.id);
                     break;
                 }
             }
         }
+    }
+
+    /// Publishes the current record as the rollout's last committed state.
+    fn share(&self) -> Arc<RolloutRecord> {
+        let shared = Arc::new(self.record.clone());
+        lock(&self.rollouts.inner.latest).insert(self.record.rollout.id.clone(), shared.clone());
+        shared
     }
 
     async fn handle(&mut self, batch: Vec<Input>) {
@@ -470,28 +497,24 @@ impl<E: Eks + 'static> Actor<E> {
                 _ => None,
             })
             .collect();
+        // Clusters are shared copy-on-write with `before`: this compares one pointer per cluster
+        // that did not change, and the store writes only those that did.
         if rollout != before {
-            let (id, version, next) = (before.id.clone(), self.record.version, rollout.clone());
+            let prev = self.record.clone();
             let committed = blocking(self.rollouts.store(), move |s| {
-                let rec = s.update_rollout(&id, version, &mut |r| {
-                    r.rollout = next.clone();
-                    r.updated_at = now;
-                })?;
-                if !lines.is_empty() {
-                    s.append_rollout_events(&id, &lines)?;
-                }
-                Ok(rec)
+                s.commit_rollout(&prev, &rollout, now, &lines)
             })
             .await;
             match committed {
-                Ok(rec) => {
+                Ok((rec, _)) => {
                     self.rollouts
                         .inner
                         .engine
                         .metrics()
                         .rollout_moved(Some(before.state()), rec.rollout.state());
                     self.record = rec;
-                    let _ = self.rollouts.inner.updates.send(Arc::new(self.record.clone()));
+                    let shared = self.share();
+                    let _ = self.rollouts.inner.updates.send(shared);
                 }
                 Err(e) => {
                     // Nothing is done: commands are answered with the error; operation changes
@@ -502,6 +525,7 @@ impl<E: Eks + 'static> Actor<E> {
                         blocking(self.rollouts.store(), move |s| s.get_rollout(&id)).await
                     {
                         self.record = stored;
+                        self.share();
                     }
                     let msg = e.to_string();
                     for reply in replies {

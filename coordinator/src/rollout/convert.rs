@@ -2,6 +2,7 @@
 //! ListRollouts and WatchRollout, the `RolloutEvent` changes between two states, and the spec
 //! back to a `CreateRolloutRequest` (it round-trips through [`RolloutSpec::from_proto`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::fleet::v1 as pb;
@@ -150,7 +151,18 @@ pub fn changes(before: &Rollout, after: &Rollout) -> Vec<pb::rollout_event::Even
             stage.clusters.clear();
             out.push(Event::Stage(stage));
         }
-        for c in &a.clusters {
+        // A cluster's shown state also depends on its stage's and the rollout's (pending ones
+        // show WaitingForApproval or Paused); otherwise a cluster still shared with `before` is
+        // unchanged.
+        let context_changed =
+            stage_changed || before.paused.is_some() != after.paused.is_some() || before.phase != after.phase;
+        for (i, c) in a.clusters.iter().enumerate() {
+            let shared = b
+                .and_then(|b| b.clusters.get(i))
+                .is_some_and(|o| Arc::ptr_eq(o, c));
+            if shared && !context_changed {
+                continue;
+            }
             let old = b.and_then(|b| {
                 b.clusters
                     .binary_search_by(|x| x.name.cmp(&c.name))

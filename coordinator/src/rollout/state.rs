@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -275,7 +276,7 @@ pub struct Rollout {
     /// One per spec stage, same order.
     pub stages: Vec<StageRun>,
     /// Clusters the rollout's selector matched but no stage did (Skipped).
-    pub unstaged: Vec<ClusterRun>,
+    pub unstaged: Vec<Arc<ClusterRun>>,
 }
 
 /// Where a rollout is as a whole.
@@ -356,8 +357,11 @@ pub enum StageStatus {
 pub struct StageRun {
     /// Where it is.
     pub status: StageStatus,
-    /// Its clusters, by name.
-    pub clusters: Vec<ClusterRun>,
+    /// Its clusters, by name. Shared copy-on-write ([`Arc::make_mut`]): a copy of the rollout
+    /// shares every cluster, and a transition copies only the clusters it changes, so the
+    /// clusters that changed between two states are the ones no longer shared
+    /// ([`Rollout::changed_clusters`]).
+    pub clusters: Vec<Arc<ClusterRun>>,
     /// Its approval, once given.
     pub approval: Option<Approval>,
     /// When it began running.
@@ -717,7 +721,36 @@ impl Rollout {
         self.stages
             .iter()
             .enumerate()
-            .flat_map(|(k, s)| s.clusters.iter().map(move |c| (k, c)))
+            .flat_map(|(k, s)| s.clusters.iter().map(move |c| (k, &**c)))
+    }
+
+    /// The clusters of `self` that differ from `before` (a state it was derived from), with
+    /// their place: stage index (`None`: unstaged) and index in it. Clusters still shared with
+    /// `before` are skipped without comparing them, so this costs what changed, plus a pointer
+    /// comparison per cluster.
+    pub fn changed_clusters<'a>(
+        &'a self,
+        before: &'a Rollout,
+    ) -> impl Iterator<Item = (Option<usize>, usize, &'a ClusterRun)> + 'a {
+        fn diff<'a>(
+            slot: Option<usize>,
+            now: &'a [Arc<ClusterRun>],
+            was: &'a [Arc<ClusterRun>],
+        ) -> impl Iterator<Item = (Option<usize>, usize, &'a ClusterRun)> + 'a {
+            now.iter().enumerate().filter_map(move |(i, c)| {
+                let same = was.get(i).is_some_and(|w| Arc::ptr_eq(w, c) || **w == **c);
+                (!same).then_some((slot, i, &**c))
+            })
+        }
+        let empty: &[Arc<ClusterRun>] = &[];
+        self.stages
+            .iter()
+            .enumerate()
+            .flat_map(move |(k, s)| {
+                let was = before.stages.get(k).map_or(empty, |b| b.clusters.as_slice());
+                diff(Some(k), &s.clusters, was)
+            })
+            .chain(diff(None, &self.unstaged, &before.unstaged))
     }
 
     /// The stage and cluster `name`, if it is part of a stage.
@@ -828,8 +861,9 @@ impl Rollout {
                 cluster,
                 operation_id,
             } => {
-                if let Some(c) = self.running_op_mut(cluster, operation_id) {
-                    if let Some(op) = c.operation.as_mut().filter(|o| !o.confirmed) {
+                let unconfirmed = |c: &ClusterRun| c.operation.as_ref().is_some_and(|o| !o.confirmed);
+                if let Some(c) = self.running_op_mut(cluster, operation_id, unconfirmed) {
+                    if let Some(op) = c.operation.as_mut() {
                         op.confirmed = true;
                         cx.record(Some(cluster), format!("operation {operation_id} started"));
                     }
@@ -840,10 +874,9 @@ impl Rollout {
                 operation_id,
                 step,
             } => {
-                if let Some(c) = self.running_op_mut(cluster, operation_id) {
-                    if c.step.as_deref() != Some(step.as_str()) {
-                        c.step = Some(step.clone());
-                    }
+                let other_step = |c: &ClusterRun| c.step.as_deref() != Some(step.as_str());
+                if let Some(c) = self.running_op_mut(cluster, operation_id, other_step) {
+                    c.step = Some(step.clone());
                 }
             }
             Event::OperationFinished {
@@ -853,7 +886,14 @@ impl Rollout {
             } => self.finished(cluster, operation_id, outcome, &mut cx),
             Event::AgentConnected { cluster, inventory } => {
                 if let Some((k, i)) = self.find(cluster) {
-                    let c = &mut self.stages[k].clusters[i];
+                    let seen = &self.stages[k].clusters[i];
+                    let replan = inventory.is_some()
+                        && seen.status == ClusterStatus::Pending
+                        && seen.inventory != *inventory;
+                    if seen.connected && !replan {
+                        return self.finish_apply(cx);
+                    }
+                    let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
                     if !c.connected {
                         c.connected = true;
                         c.disconnected_since = None;
@@ -865,16 +905,18 @@ impl Rollout {
                         }
                     }
                     // Only a cluster still waiting for its turn plans from its inventory.
-                    if inventory.is_some() && c.status == ClusterStatus::Pending && c.inventory != *inventory
-                    {
+                    if replan {
                         c.inventory.clone_from(inventory);
                     }
                 }
             }
             Event::AgentDisconnected { cluster } => {
-                if let Some((k, i)) = self.find(cluster) {
-                    let c = &mut self.stages[k].clusters[i];
-                    if c.connected {
+                if let Some((k, i)) = self
+                    .find(cluster)
+                    .filter(|&(k, i)| self.stages[k].clusters[i].connected)
+                {
+                    let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
+                    {
                         c.connected = false;
                         c.disconnected_since = Some(now);
                     }
@@ -910,6 +952,10 @@ impl Rollout {
             }
             Event::Restarted => self.restarted(&mut cx),
         }
+        self.finish_apply(cx)
+    }
+
+    fn finish_apply(&mut self, mut cx: Cx) -> Vec<Action> {
         self.advance(&mut cx);
         cx.actions
     }
@@ -949,7 +995,7 @@ impl Rollout {
                 inventory: f.inventory.clone(),
             };
             match stage {
-                Some(k) => self.stages[k].clusters.push(run),
+                Some(k) => self.stages[k].clusters.push(Arc::new(run)),
                 None if !self.spec.selector.is_empty() => {
                     run.status = ClusterStatus::Skipped;
                     run.reason = Some(format!(
@@ -957,7 +1003,7 @@ impl Rollout {
                         self.spec.selector
                     ));
                     run.finished_at = Some(cx.now);
-                    self.unstaged.push(run);
+                    self.unstaged.push(Arc::new(run));
                 }
                 None => {}
             }
@@ -997,7 +1043,9 @@ impl Rollout {
         // Clusters waiting for their turn are no longer at it; their wait restarts on resume.
         for stage in &mut self.stages {
             for c in &mut stage.clusters {
-                if c.status == ClusterStatus::Pending && c.waiting_since.take().is_some() {
+                if c.status == ClusterStatus::Pending && c.waiting_since.is_some() {
+                    let c = Arc::make_mut(c);
+                    c.waiting_since = None;
                     c.reason = None;
                 }
             }
@@ -1030,6 +1078,10 @@ impl Rollout {
         let now = cx.now;
         for stage in &mut self.stages {
             for c in &mut stage.clusters {
+                if !matches!(c.status, ClusterStatus::Pending | ClusterStatus::Running) {
+                    continue;
+                }
+                let c = Arc::make_mut(c);
                 match c.status {
                     ClusterStatus::Pending => finish(
                         c,
@@ -1105,8 +1157,16 @@ impl Rollout {
         let stopping = matches!(self.phase, Phase::Halting { .. } | Phase::Cancelling { .. });
         let now = cx.now;
         {
-            let c = &mut self.stages[k].clusters[i];
-            let Some(op) = c.operation.as_mut().filter(|o| o.running && o.id == operation_id) else {
+            let seen = &self.stages[k].clusters[i];
+            if !seen
+                .operation
+                .as_ref()
+                .is_some_and(|o| o.running && o.id == operation_id)
+            {
+                return;
+            }
+            let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
+            let Some(op) = c.operation.as_mut() else {
                 return;
             };
             op.running = false;
@@ -1271,13 +1331,14 @@ impl Rollout {
         let timeout = self.spec.agent_disconnect_timeout;
         let now = cx.now;
         for i in 0..self.stages[k].clusters.len() {
-            let c = &mut self.stages[k].clusters[i];
-            if c.status.is_terminal() || c.connected {
+            let seen = &self.stages[k].clusters[i];
+            if seen.status.is_terminal() || seen.connected {
                 continue;
             }
-            let Some(since) = c.waiting_since.filter(|t| now >= add(*t, timeout)) else {
+            let Some(since) = seen.waiting_since.filter(|t| now >= add(*t, timeout)) else {
                 continue;
             };
+            let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
             let away = c.disconnected_since.unwrap_or(since);
             c.failure = Some(Failure {
                 step: None,
@@ -1309,10 +1370,20 @@ impl Rollout {
                 if running >= limit {
                     break;
                 }
-                let c = &mut self.stages[k].clusters[i];
-                if c.status != ClusterStatus::Pending {
+                let seen = &self.stages[k].clusters[i];
+                if seen.status != ClusterStatus::Pending || (!seen.connected && seen.waiting_since.is_some())
+                {
                     continue;
                 }
+                let planned = seen
+                    .connected
+                    .then(|| plan(&self.spec.work, seen.inventory.as_ref()));
+                if let Some(Ok(ops)) = planned {
+                    running += 1;
+                    admitted.push((i, ops));
+                    continue;
+                }
+                let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
                 if !c.connected {
                     if c.waiting_since.is_none() {
                         let away = c.disconnected_since.unwrap_or(now);
@@ -1326,12 +1397,9 @@ impl Rollout {
                     }
                     continue;
                 }
-                match plan(&self.spec.work, c.inventory.as_ref()) {
-                    Ok(ops) => {
-                        running += 1;
-                        admitted.push((i, ops));
-                    }
-                    Err((status, reason)) => {
+                match planned {
+                    Some(Ok(_)) | None => {}
+                    Some(Err((status, reason))) => {
                         if status == ClusterStatus::Failed {
                             c.failure = Some(Failure {
                                 step: None,
@@ -1360,7 +1428,7 @@ impl Rollout {
             if self.phase != Phase::Active {
                 return;
             }
-            let c = &mut self.stages[k].clusters[i];
+            let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
             let list = ops.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
             c.plan = ops;
             c.done = 0;
@@ -1381,7 +1449,11 @@ impl Rollout {
             let c = &self.stages[k].clusters[i];
             c.plan.get(c.done).map(|p| (*p, self.work_for(p)))
         };
-        let c = &mut self.stages[k].clusters[i];
+        let seen = &self.stages[k].clusters[i];
+        if matches!(work, Some((_, Some(_)))) && !seen.connected && seen.waiting_since.is_some() {
+            return; // already waiting for its agent
+        }
+        let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
         let Some((planned, work)) = work else {
             finish(c, ClusterStatus::Succeeded, "", now, cx);
             return;
@@ -1463,6 +1535,10 @@ impl Rollout {
         let now = cx.now;
         for (j, stage) in self.stages.iter_mut().enumerate() {
             for c in &mut stage.clusters {
+                if !matches!(c.status, ClusterStatus::Pending | ClusterStatus::Running) {
+                    continue;
+                }
+                let c = Arc::make_mut(c);
                 match c.status {
                     ClusterStatus::Pending => finish(
                         c,
@@ -1565,13 +1641,21 @@ impl Rollout {
 
     // --- helpers ---
 
-    fn running_op_mut(&mut self, cluster: &str, operation_id: &str) -> Option<&mut ClusterRun> {
+    /// The cluster running operation `operation_id`, to change, if `changes` says the event
+    /// changes it (so a cluster that stays as it is stays shared).
+    fn running_op_mut(
+        &mut self,
+        cluster: &str,
+        operation_id: &str,
+        changes: impl Fn(&ClusterRun) -> bool,
+    ) -> Option<&mut ClusterRun> {
         let (k, i) = self.find(cluster)?;
         let c = &mut self.stages[k].clusters[i];
-        c.operation
+        (c.operation
             .as_ref()
             .is_some_and(|o| o.running && o.id == operation_id)
-            .then_some(c)
+            && changes(c))
+        .then(|| Arc::make_mut(c))
     }
 
     /// The parameters of a planned operation.

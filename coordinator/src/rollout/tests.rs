@@ -161,7 +161,7 @@ fn status(r: &Rollout, name: &str) -> ClusterStatus {
 
 fn run(r: &Rollout, name: &str) -> ClusterRun {
     let (k, i) = r.find(name).expect("cluster in rollout");
-    r.stages[k].clusters[i].clone()
+    (*r.stages[k].clusters[i]).clone()
 }
 
 #[allow(dead_code)]
@@ -1291,4 +1291,75 @@ fn a_fleet_without_trouble_succeeds_in_stage_order() {
             "seed {seed}"
         );
     }
+}
+
+// === copy-on-write clusters ===
+
+/// The names [`Rollout::changed_clusters`] reports for `after` against `before`.
+fn changed(after: &Rollout, before: &Rollout) -> Vec<String> {
+    after
+        .changed_clusters(before)
+        .map(|(_, _, c)| c.name.clone())
+        .collect()
+}
+
+/// How many clusters `after` still shares (same allocation) with `before`.
+fn shared(after: &Rollout, before: &Rollout) -> usize {
+    after
+        .stages
+        .iter()
+        .zip(&before.stages)
+        .map(|(a, b)| {
+            a.clusters
+                .iter()
+                .zip(&b.clusters)
+                .filter(|(x, y)| std::sync::Arc::ptr_eq(x, y))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn a_transition_copies_only_the_clusters_it_changes() {
+    let names = ["a", "b", "c", "d", "e"];
+    let (r0, _) = started(
+        spec(upgrade("1.34", false), vec![stage("all", "")]),
+        names.iter().map(|n| cluster(n, "dev", "v1.33.4-eks-1")).collect(),
+    );
+    assert_eq!(
+        changed(&r0, &Rollout::new("r1", r0.spec.clone(), "tester", t0())),
+        names
+    );
+
+    // A tick that changes nothing shares every cluster.
+    let (r1, _) = next(&r0, &Event::Tick, at(1));
+    assert_eq!(r1, r0);
+    assert_eq!(shared(&r1, &r0), 5);
+    assert!(changed(&r1, &r0).is_empty());
+
+    // A step change touches its cluster only.
+    let step = Event::StepChanged {
+        cluster: "a".into(),
+        operation_id: "r1/a/1".into(),
+        step: "UpgradeControlPlane".into(),
+    };
+    let (r2, _) = next(&r1, &step, at(2));
+    assert_eq!(changed(&r2, &r1), ["a"]);
+    assert_eq!(shared(&r2, &r1), 4);
+
+    // The same step again is no change, and copies nothing.
+    let (r3, _) = next(&r2, &step, at(3));
+    assert_eq!(shared(&r3, &r2), 5);
+
+    // An end starts the next cluster: both change, the other three stay shared.
+    let (r4, _) = next(&r3, &finished("a", "r1/a/1", Outcome::Succeeded), at(4));
+    assert_eq!(changed(&r4, &r3), ["a", "b"]);
+    assert_eq!(shared(&r4, &r3), 3);
+
+    // An agent of a pending cluster going away changes that cluster; going away again does not.
+    let away = Event::AgentDisconnected { cluster: "e".into() };
+    let (r5, _) = next(&r4, &away, at(5));
+    assert_eq!(changed(&r5, &r4), ["e"]);
+    let (r6, _) = next(&r5, &away, at(6));
+    assert_eq!(shared(&r6, &r5), 5);
 }

@@ -4,10 +4,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
+use jiff::Timestamp;
+
 use super::{
-    apply_rollout_update, apply_update, ClusterRecord, EventRecord, NewEvent, NewRolloutEvent,
-    OperationRecord, Result, RolloutEventRecord, RolloutRecord, Store, StoreError, DEFAULT_EVENT_RETENTION,
+    apply_update, committed, ClusterRecord, EventRecord, NewEvent, NewRolloutEvent, OperationRecord, Result,
+    RolloutEventRecord, RolloutRecord, Store, StoreError, DEFAULT_EVENT_RETENTION,
 };
+use crate::rollout::Rollout;
 
 /// An in-memory [`Store`].
 #[derive(Debug)]
@@ -187,19 +190,31 @@ impl Store for MemStore {
         Ok(self.lock().rollouts.values().cloned().collect())
     }
 
-    fn update_rollout(
+    fn commit_rollout(
         &self,
-        id: &str,
-        expected_version: u64,
-        f: &mut dyn FnMut(&mut RolloutRecord),
-    ) -> Result<RolloutRecord> {
-        let mut inner = self.lock();
-        let Some(current) = inner.rollouts.get(id) else {
-            return Err(StoreError::RolloutNotFound(id.to_owned()));
-        };
-        let next = apply_rollout_update(current, expected_version, f)?;
-        inner.rollouts.insert(id.to_owned(), next.clone());
-        Ok(next)
+        prev: &RolloutRecord,
+        next: &Rollout,
+        updated_at: Timestamp,
+        events: &[NewRolloutEvent],
+    ) -> Result<(RolloutRecord, Vec<RolloutEventRecord>)> {
+        let id = prev.rollout.id.as_str();
+        let record = committed(prev, next, updated_at);
+        {
+            let mut inner = self.lock();
+            let Some(current) = inner.rollouts.get(id) else {
+                return Err(StoreError::RolloutNotFound(id.to_owned()));
+            };
+            if current.version != prev.version {
+                return Err(StoreError::RolloutConflict {
+                    id: id.to_owned(),
+                    expected: prev.version,
+                    found: current.version,
+                });
+            }
+            inner.rollouts.insert(id.to_owned(), record.clone());
+        }
+        let events = self.append_rollout_events(id, events)?;
+        Ok((record, events))
     }
 
     fn append_rollout_events(

@@ -28,8 +28,9 @@ use crate::rollout::Rollout;
 /// dir is then refused with [`StoreError::Schema`] instead of being misread.
 ///
 /// History: 1 — first layout; 2 — operations carry the state machine's state (`machine`), the
-/// rollout and caller that started them, start and finish times; steps carry the typed error; rollouts and rollout event logs.
-pub const SCHEMA_VERSION: u32 = 2;
+/// rollout and caller that started them, start and finish times; steps carry the typed error; rollouts and rollout event logs;
+/// 3 — a rollout's clusters are stored one per key beside it (a version-2 store is migrated on open).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// How many events are kept per operation (and per rollout) unless configured otherwise; older ones
 /// are dropped.
@@ -386,7 +387,31 @@ pub trait Store: Send + Sync {
         id: &str,
         expected_version: u64,
         f: &mut dyn FnMut(&mut RolloutRecord),
-    ) -> Result<RolloutRecord>;
+    ) -> Result<RolloutRecord> {
+        let current = self
+            .get_rollout(id)?
+            .ok_or_else(|| StoreError::RolloutNotFound(id.to_owned()))?;
+        let next = apply_rollout_update(&current, expected_version, f)?;
+        Ok(self
+            .commit_rollout(&current, &next.rollout, next.updated_at, &[])?
+            .0)
+    }
+
+    /// One transition of a rollout, in one durable write: stores `next` (changed at
+    /// `updated_at`) at `prev.version + 1` if the stored rollout is still at `prev.version`, and
+    /// appends `events` to its log; returns the new record and the events as stored.
+    /// [`StoreError::RolloutConflict`] or [`StoreError::RolloutNotFound`] otherwise.
+    ///
+    /// `prev` is the record the caller read (or last committed); a store may write only what
+    /// differs from it ([`Rollout::changed_clusters`]), so its cost follows the change, not the
+    /// fleet. `next`'s id must be `prev`'s.
+    fn commit_rollout(
+        &self,
+        prev: &RolloutRecord,
+        next: &Rollout,
+        updated_at: Timestamp,
+        events: &[NewRolloutEvent],
+    ) -> Result<(RolloutRecord, Vec<RolloutEventRecord>)>;
 
     /// Appends events to the rollout's log in order, with the next sequence numbers, in one durable
     /// write, dropping the oldest beyond the retention bound. [`StoreError::RolloutNotFound`] if
@@ -419,6 +444,17 @@ fn apply_update(
     next.cluster.clone_from(&current.cluster);
     next.version = expected_version + 1;
     Ok(next)
+}
+
+/// The record a [`Store::commit_rollout`] of `next` over `prev` stores.
+fn committed(prev: &RolloutRecord, next: &Rollout, updated_at: Timestamp) -> RolloutRecord {
+    let mut rollout = next.clone();
+    rollout.id.clone_from(&prev.rollout.id);
+    RolloutRecord {
+        rollout,
+        updated_at,
+        version: prev.version + 1,
+    }
 }
 
 /// Applies a rollout update closure, keeping the fields the store owns.

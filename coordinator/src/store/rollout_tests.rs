@@ -165,6 +165,63 @@ fn contract(store: &dyn Store) {
     ));
     // Rollout and operation logs are separate.
     assert!(store.list_events("r-1", 0).unwrap().is_empty());
+
+    // One transition with its log lines: the new state and the lines, in one write.
+    let prev = store.get_rollout("r-1").unwrap().unwrap();
+    let (after, _) = next(
+        &prev.rollout,
+        &Event::OperationFinished {
+            cluster: "c0000".into(),
+            operation_id: "r-1/c0000/2".into(),
+            outcome: Outcome::Succeeded,
+        },
+        at(3),
+    );
+    let changed: Vec<&str> = after
+        .changed_clusters(&prev.rollout)
+        .map(|(_, _, c)| c.name.as_str())
+        .collect();
+    assert_eq!(
+        changed,
+        ["c0000", "c0003"],
+        "c0000 succeeds, the next dev cluster starts"
+    );
+    let (committed, lines) = store
+        .commit_rollout(&prev, &after, at(3), &[line(4, Some("c0003"))])
+        .unwrap();
+    assert_eq!(committed.version, 3);
+    assert_eq!(committed.updated_at, at(3));
+    assert_eq!(committed.rollout, after);
+    assert_eq!(lines.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+    assert_eq!(store.get_rollout("r-1").unwrap(), Some(committed.clone()));
+    assert_eq!(seqs("r-1", 3), [4]);
+    // A commit over a stale read is refused, and writes neither state nor lines.
+    let stale = store.commit_rollout(&prev, &prev.rollout, at(4), &[line(5, None)]);
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::RolloutConflict {
+                expected: 2,
+                found: 3,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(store.get_rollout("r-1").unwrap(), Some(committed.clone()));
+    assert_eq!(seqs("r-1", 0), [1, 2, 3, 4]);
+    // No lines: the state alone.
+    let (again, none) = store
+        .commit_rollout(&committed, &committed.rollout, at(5), &[])
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(again.version, 4);
+    let mut gone = committed.clone();
+    gone.rollout.id = "nope".into();
+    assert!(matches!(
+        store.commit_rollout(&gone, &committed.rollout, at(5), &[]),
+        Err(StoreError::RolloutNotFound(_))
+    ));
 }
 
 fn retention(store: &dyn Store) {
@@ -314,10 +371,6 @@ fn rollout_crash_child() {
         for e in events {
             t += 100;
             let (n, actions) = next(&rec.rollout, &e, at(t));
-            rec = store
-                .update_rollout("r", rec.version, &mut |r| r.rollout = n.clone())
-                .unwrap();
-            writeln!(out, "ack version {}", rec.version).unwrap();
             let lines: Vec<NewRolloutEvent> = actions
                 .iter()
                 .filter_map(|a| match a {
@@ -329,7 +382,11 @@ fn rollout_crash_child() {
                     _ => None,
                 })
                 .collect();
-            if let Some(last) = store.append_rollout_events("r", &lines).unwrap().last() {
+            // As the rollout runner writes: the transition and its lines in one commit.
+            let (committed, appended) = store.commit_rollout(&rec, &n, at(t), &lines).unwrap();
+            rec = committed;
+            writeln!(out, "ack version {}", rec.version).unwrap();
+            if let Some(last) = appended.last() {
                 writeln!(out, "ack event {}", last.seq).unwrap();
             }
             out.flush().unwrap();
@@ -408,7 +465,44 @@ fn sled_acknowledged_rollout_writes_survive_sigkill() {
         seqs.len()
     );
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gaps in {seqs:?}");
+    // Every cluster is back in its place, each read from its own key.
+    assert_eq!(rec.rollout.clusters().count(), 60);
     // The reloaded rollout is usable: a restart re-derives what was in flight.
     let (again, _) = next(&rec.rollout, &Event::Restarted, at(1_000_000));
     assert_eq!(again.stages.len(), 2);
+}
+
+/// A data dir written by a coordinator of schema 2 (each rollout stored whole) opens as schema 3
+/// with every rollout intact, and goes on from there.
+#[test]
+fn sled_schema_2_rollouts_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = {
+        let mut r = record(rollout("old", 30));
+        r.version = 7;
+        r
+    };
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "2")
+            .unwrap();
+        db.open_tree("rollouts")
+            .unwrap()
+            .insert("old", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = reopen(dir.path(), DEFAULT_EVENT_RETENTION);
+    let migrated = store.get_rollout("old").unwrap().expect("migrated rollout");
+    assert_eq!(migrated, old);
+    assert_eq!(store.list_rollouts().unwrap(), std::slice::from_ref(&old));
+    let (after, _) = next(&migrated.rollout, &Event::Tick, at(9));
+    let (committed, _) = store.commit_rollout(&migrated, &after, at(9), &[]).unwrap();
+    assert_eq!(committed.version, 8);
+    drop(store);
+    // Opening again finds schema 3 and the same rollout.
+    let store = reopen(dir.path(), DEFAULT_EVENT_RETENTION);
+    assert_eq!(store.get_rollout("old").unwrap(), Some(committed));
 }

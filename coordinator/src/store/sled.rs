@@ -2,17 +2,19 @@
 //! operation updates, and a flush after every accepted write so a SIGKILL loses nothing acknowledged.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use ::sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use ::sled::{Db, IVec, Tree};
+use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    apply_rollout_update, apply_update, ClusterRecord, EventRecord, NewEvent, NewRolloutEvent,
-    OperationRecord, Result, RolloutEventRecord, RolloutRecord, Store, StoreError, DEFAULT_EVENT_RETENTION,
-    SCHEMA_VERSION,
+    apply_update, committed, ClusterRecord, EventRecord, NewEvent, NewRolloutEvent, OperationRecord, Result,
+    RolloutEventRecord, RolloutRecord, Store, StoreError, DEFAULT_EVENT_RETENTION, SCHEMA_VERSION,
 };
+use crate::rollout::{ClusterRun, Rollout};
 
 /// Key of the schema version in the `meta` tree (value: the version as decimal ASCII).
 const SCHEMA_KEY: &[u8] = b"schema_version";
@@ -48,14 +50,67 @@ pub struct SledStore {
     events: Tree,
     /// operation -> last assigned seq (u64 big-endian); survives retention dropping every old event.
     event_seq: Tree,
-    /// id -> RolloutRecord
+    /// id -> RolloutRecord without its clusters (the "head": spec, phase, stages).
     rollouts: Tree,
+    /// (rollout, slot, index) -> ClusterRun: each cluster of a rollout under its own key, so a
+    /// transition rewrites the clusters it changed, not the fleet ([`cluster_key`]).
+    rollout_clusters: Tree,
     /// (rollout, seq) -> RolloutEventRecord
     rollout_events: Tree,
     /// rollout -> last assigned seq (u64 big-endian).
     rollout_event_seq: Tree,
     /// Events kept per operation and per rollout.
     event_retention: u64,
+    /// Shares flushes between concurrent writers.
+    flusher: Arc<GroupFlush>,
+}
+
+/// Group commit of flushes: a flush covers every write made before it started.
+#[derive(Debug, Default)]
+struct GroupFlush {
+    state: Mutex<FlushState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// Tickets handed out: one per `durable` call, after its write.
+    requested: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    /// A flush is running.
+    flushing: bool,
+}
+
+impl GroupFlush {
+    /// Returns once a flush that started after this call began has succeeded (or with the error
+    /// of the flush that was to cover it).
+    fn durable(&self, flush: impl Fn() -> Result<()>) -> Result<()> {
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock();
+        st.requested += 1;
+        let ticket = st.requested;
+        loop {
+            if st.durable >= ticket {
+                return Ok(());
+            }
+            if !st.flushing {
+                st.flushing = true;
+                let covers = st.requested;
+                drop(st);
+                let r = flush();
+                st = lock();
+                st.flushing = false;
+                if r.is_ok() {
+                    st.durable = st.durable.max(covers);
+                }
+                self.done.notify_all();
+                r?;
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 // === impl SledStore ===
@@ -82,9 +137,11 @@ impl SledStore {
             events: tree("events")?,
             event_seq: tree("event_seq")?,
             rollouts: tree("rollouts")?,
+            rollout_clusters: tree("rollout_clusters")?,
             rollout_events: tree("rollout_events")?,
             rollout_event_seq: tree("rollout_event_seq")?,
             event_retention: options.event_retention.max(1),
+            flusher: Arc::default(),
             db,
         };
         store.check_schema()?;
@@ -111,6 +168,7 @@ impl SledStore {
                     &self.events,
                     &self.event_seq,
                     &self.rollouts,
+                    &self.rollout_clusters,
                     &self.rollout_events,
                     &self.rollout_event_seq,
                 ]
@@ -126,6 +184,14 @@ impl SledStore {
                 }
             }
         };
+        if found == 2 {
+            self.migrate_rollouts_from_v2()?;
+            meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                .map_err(StoreError::backend)?;
+            self.durable()?;
+            tracing::info!(dir = %self.dir.display(), "store migrated from schema 2 to {SCHEMA_VERSION}: rollout clusters stored one per key");
+            return Ok(());
+        }
         if found != SCHEMA_VERSION {
             return Err(StoreError::Schema {
                 dir: self.dir.clone(),
@@ -153,10 +219,80 @@ impl SledStore {
         Ok(())
     }
 
-    /// Flushes to disk; called after every accepted write.
-    fn durable(&self) -> Result<()> {
-        self.db.flush().map_err(StoreError::backend)?;
+    /// Schema 2 stored each rollout whole under its id; schema 3 stores the head there and each
+    /// cluster under its own key. Rewriting a rollout already split changes nothing, so a
+    /// migration cut short runs again on the next open.
+    fn migrate_rollouts_from_v2(&self) -> Result<()> {
+        for kv in self.rollouts.iter() {
+            let (k, v) = kv.map_err(StoreError::backend)?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let record: RolloutRecord = decode(|| format!("rollout {id}"), &v)?;
+            if record.rollout.clusters().next().is_none() && record.rollout.unstaged.is_empty() {
+                continue;
+            }
+            let empty = empty_like(&record.rollout);
+            let head = encode(|| format!("rollout {id}"), &head_of(&record))?;
+            let rows = cluster_rows(&id, &record.rollout, &empty)?;
+            let r = (&self.rollouts, &self.rollout_clusters).transaction(|(heads, clusters)| {
+                heads.insert(id.as_bytes(), head.as_slice())?;
+                for (key, value) in &rows {
+                    clusters.insert(key.as_slice(), value.as_slice())?;
+                }
+                Ok(())
+            });
+            tx_result::<()>(r)?;
+        }
         Ok(())
+    }
+
+    /// The rollout whose head is `head`, with its clusters read back in place.
+    fn with_clusters(&self, id: &str, head: &[u8]) -> Result<RolloutRecord> {
+        let mut record: RolloutRecord = decode(|| format!("rollout {id}"), head)?;
+        for kv in self.rollout_clusters.scan_prefix(composite(id, &[])) {
+            let (k, v) = kv.map_err(StoreError::backend)?;
+            let Some((slot, _)) = parse_cluster_key(id, &k) else {
+                continue;
+            };
+            let cluster: ClusterRun = decode(|| format!("cluster of rollout {id}"), &v)?;
+            match slot {
+                UNSTAGED => record.rollout.unstaged.push(Arc::new(cluster)),
+                k => match record.rollout.stages.get_mut(k as usize) {
+                    Some(stage) => stage.clusters.push(Arc::new(cluster)),
+                    None => {
+                        return Err(StoreError::Codec {
+                            what: format!("rollout {id}"),
+                            source: serde::de::Error::custom(format!(
+                                "a cluster is stored for stage {k}, which the rollout does not have"
+                            )),
+                        })
+                    }
+                },
+            }
+        }
+        Ok(record)
+    }
+
+    /// Retention for a rollout's log, as [`SledStore::prune`] for an operation's.
+    fn prune_rollout_events(&self, rollout: &str, last_seq: u64) -> Result<()> {
+        if last_seq > self.event_retention {
+            let first_kept = last_seq - self.event_retention + 1;
+            let stale = self
+                .rollout_events
+                .range(event_key(rollout, 0)..event_key(rollout, first_kept));
+            for kv in stale {
+                let (k, _) = kv.map_err(StoreError::backend)?;
+                self.rollout_events.remove(k).map_err(StoreError::backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every write made before this call durable; called after every accepted write.
+    /// Group commit: writers that call it while a flush runs wait for the next one, which covers
+    /// all of them, instead of each flushing in turn.
+    fn durable(&self) -> Result<()> {
+        self.flusher
+            .durable(|| self.db.flush().map(drop).map_err(StoreError::backend))
     }
 }
 
@@ -173,6 +309,76 @@ fn composite(a: &str, b: &[u8]) -> Vec<u8> {
 
 fn event_key(operation: &str, seq: u64) -> Vec<u8> {
     composite(operation, &seq.to_be_bytes())
+}
+
+/// The slot of clusters that matched no stage.
+const UNSTAGED: u32 = u32::MAX;
+
+/// `rollout ‖ slot ‖ index` (both big-endian u32): a rollout's clusters in stage order, then
+/// the unstaged ones, each in the order the rollout holds them.
+fn cluster_key(rollout: &str, stage: Option<usize>, index: usize) -> Vec<u8> {
+    let slot = stage.map_or(UNSTAGED, |k| u32::try_from(k).unwrap_or(UNSTAGED - 1));
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&slot.to_be_bytes());
+    b[4..].copy_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes());
+    composite(rollout, &b)
+}
+
+/// The (slot, index) of a [`cluster_key`] of `rollout`.
+fn parse_cluster_key(rollout: &str, key: &[u8]) -> Option<(u32, u32)> {
+    let rest = key.get(4 + rollout.len()..)?;
+    let slot = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let index = u32::from_be_bytes(rest.get(4..8)?.try_into().ok()?);
+    Some((slot, index))
+}
+
+/// The record without its clusters: what the `rollouts` tree holds.
+fn head_of(record: &RolloutRecord) -> RolloutRecord {
+    let mut head = record.clone();
+    head.rollout.unstaged.clear();
+    for stage in &mut head.rollout.stages {
+        stage.clusters.clear();
+    }
+    head
+}
+
+/// A rollout with no clusters: what a new one is compared with (every cluster is new).
+fn empty_like(rollout: &Rollout) -> Rollout {
+    let mut empty = rollout.clone();
+    empty.unstaged.clear();
+    for stage in &mut empty.stages {
+        stage.clusters.clear();
+    }
+    empty
+}
+
+/// The encoded clusters of `next` that differ from `prev`, keyed.
+fn cluster_rows(id: &str, next: &Rollout, prev: &Rollout) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    next.changed_clusters(prev)
+        .map(|(stage, i, c)| {
+            let v = encode(|| format!("cluster {} of rollout {id}", c.name), c)?;
+            Ok((cluster_key(id, stage, i), v))
+        })
+        .collect()
+}
+
+/// The keys of `prev`'s clusters that `next` no longer has (the state machine only ever adds
+/// clusters; this keeps the store exact if that changes).
+fn dropped_rows(id: &str, next: &Rollout, prev: &Rollout) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for (k, stage) in prev.stages.iter().enumerate() {
+        let kept = next.stages.get(k).map_or(0, |s| s.clusters.len());
+        keys.extend((kept..stage.clusters.len()).map(|i| cluster_key(id, Some(k), i)));
+    }
+    keys.extend((next.unstaged.len()..prev.unstaged.len()).map(|i| cluster_key(id, None, i)));
+    keys
+}
+
+/// Only the version of a stored rollout head.
+#[derive(serde::Deserialize)]
+struct StoredVersion {
+    #[serde(default)]
+    version: u64,
 }
 
 fn encode<T: Serialize>(what: impl Fn() -> String, value: &T) -> Result<Vec<u8>> {
@@ -212,6 +418,37 @@ fn append_in(
     events.insert(event_key(operation, seq), v)?;
     seqs.insert(operation.as_bytes(), &seq.to_be_bytes())?;
     Ok(record)
+}
+
+/// Appends a rollout's events inside a transaction over its log and sequence trees.
+fn append_rollout_events_in(
+    log: &::sled::transaction::TransactionalTree,
+    seqs: &::sled::transaction::TransactionalTree,
+    rollout: &str,
+    events: &[NewRolloutEvent],
+) -> std::result::Result<Vec<RolloutEventRecord>, ConflictableTransactionError<StoreError>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seq = seqs.get(rollout.as_bytes())?.map(|v| decode_seq(&v)).unwrap_or(0);
+    let mut records = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let record = RolloutEventRecord {
+            seq,
+            at: event.at,
+            cluster: event.cluster.clone(),
+            message: event.message.clone(),
+        };
+        let v = match encode(|| format!("event {rollout}#{seq}"), &record) {
+            Ok(v) => v,
+            Err(e) => return abort(e),
+        };
+        log.insert(event_key(rollout, seq), v)?;
+        records.push(record);
+    }
+    seqs.insert(rollout.as_bytes(), &seq.to_be_bytes())?;
+    Ok(records)
 }
 
 /// Turns a transaction's outcome into ours.
@@ -414,23 +651,26 @@ impl Store for SledStore {
         let mut record = rollout.clone();
         record.version = 1;
         let id = record.rollout.id.clone();
-        let v = encode(|| format!("rollout {id}"), &record)?;
-        match self
-            .rollouts
-            .compare_and_swap(id.as_bytes(), None::<&[u8]>, Some(v))
-            .map_err(StoreError::backend)?
-        {
-            Ok(()) => {
-                self.durable()?;
-                Ok(record)
+        let head = encode(|| format!("rollout {id}"), &head_of(&record))?;
+        let rows = cluster_rows(&id, &record.rollout, &empty_like(&record.rollout))?;
+        let r = (&self.rollouts, &self.rollout_clusters).transaction(|(heads, clusters)| {
+            if heads.get(id.as_bytes())?.is_some() {
+                return abort(StoreError::RolloutExists(id.clone()));
             }
-            Err(_) => Err(StoreError::RolloutExists(id)),
-        }
+            heads.insert(id.as_bytes(), head.as_slice())?;
+            for (key, value) in &rows {
+                clusters.insert(key.as_slice(), value.as_slice())?;
+            }
+            Ok(())
+        });
+        tx_result(r)?;
+        self.durable()?;
+        Ok(record)
     }
 
     fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>> {
         match self.rollouts.get(id.as_bytes()).map_err(StoreError::backend)? {
-            Some(v) => Ok(Some(decode(|| format!("rollout {id}"), &v)?)),
+            Some(v) => Ok(Some(self.with_clusters(id, &v)?)),
             None => Ok(None),
         }
     }
@@ -440,44 +680,59 @@ impl Store for SledStore {
             .iter()
             .map(|kv| {
                 let (k, v) = kv.map_err(StoreError::backend)?;
-                decode(|| format!("rollout {}", String::from_utf8_lossy(&k)), &v)
+                self.with_clusters(&String::from_utf8_lossy(&k), &v)
             })
             .collect()
     }
 
-    fn update_rollout(
+    fn commit_rollout(
         &self,
-        id: &str,
-        expected_version: u64,
-        f: &mut dyn FnMut(&mut RolloutRecord),
-    ) -> Result<RolloutRecord> {
-        let Some(old) = self.rollouts.get(id.as_bytes()).map_err(StoreError::backend)? else {
-            return Err(StoreError::RolloutNotFound(id.to_owned()));
-        };
-        let current: RolloutRecord = decode(|| format!("rollout {id}"), &old)?;
-        let next = apply_rollout_update(&current, expected_version, f)?;
-        let v = encode(|| format!("rollout {id}"), &next)?;
-        match self
-            .rollouts
-            .compare_and_swap(id.as_bytes(), Some(old), Some(v))
-            .map_err(StoreError::backend)?
-        {
-            Ok(()) => {
-                self.durable()?;
-                Ok(next)
-            }
-            Err(cas) => {
-                let found = match cas.current {
-                    Some(bytes) => decode::<RolloutRecord>(|| format!("rollout {id}"), &bytes)?.version,
-                    None => return Err(StoreError::RolloutNotFound(id.to_owned())),
-                };
-                Err(StoreError::RolloutConflict {
+        prev: &RolloutRecord,
+        next: &Rollout,
+        updated_at: Timestamp,
+        events: &[NewRolloutEvent],
+    ) -> Result<(RolloutRecord, Vec<RolloutEventRecord>)> {
+        let id = prev.rollout.id.as_str();
+        let record = committed(prev, next, updated_at);
+        let head = encode(|| format!("rollout {id}"), &head_of(&record))?;
+        let rows = cluster_rows(id, next, &prev.rollout)?;
+        let dropped = dropped_rows(id, next, &prev.rollout);
+        let trees = (
+            &self.rollouts,
+            &self.rollout_clusters,
+            &self.rollout_events,
+            &self.rollout_event_seq,
+        );
+        let r = trees.transaction(|(heads, clusters, log, seqs)| {
+            let Some(stored) = heads.get(id.as_bytes())? else {
+                return abort(StoreError::RolloutNotFound(id.to_owned()));
+            };
+            let found = match decode::<StoredVersion>(|| format!("rollout {id}"), &stored) {
+                Ok(v) => v.version,
+                Err(e) => return abort(e),
+            };
+            if found != prev.version {
+                return abort(StoreError::RolloutConflict {
                     id: id.to_owned(),
-                    expected: expected_version,
+                    expected: prev.version,
                     found,
-                })
+                });
             }
+            heads.insert(id.as_bytes(), head.as_slice())?;
+            for (key, value) in &rows {
+                clusters.insert(key.as_slice(), value.as_slice())?;
+            }
+            for key in &dropped {
+                clusters.remove(key.as_slice())?;
+            }
+            append_rollout_events_in(log, seqs, id, events)
+        });
+        let appended = tx_result(r)?;
+        if let Some(last) = appended.last() {
+            self.prune_rollout_events(id, last.seq)?;
         }
+        self.durable()?;
+        Ok((record, appended))
     }
 
     fn append_rollout_events(
@@ -490,41 +745,12 @@ impl Store for SledStore {
                 if rollouts.get(rollout.as_bytes())?.is_none() {
                     return abort(StoreError::RolloutNotFound(rollout.to_owned()));
                 }
-                let mut seq = seqs.get(rollout.as_bytes())?.map(|v| decode_seq(&v)).unwrap_or(0);
-                let mut records = Vec::with_capacity(events.len());
-                for event in events {
-                    seq += 1;
-                    let record = RolloutEventRecord {
-                        seq,
-                        at: event.at,
-                        cluster: event.cluster.clone(),
-                        message: event.message.clone(),
-                    };
-                    let v = match encode(|| format!("event {rollout}#{seq}"), &record) {
-                        Ok(v) => v,
-                        Err(e) => return abort(e),
-                    };
-                    log.insert(event_key(rollout, seq), v)?;
-                    records.push(record);
-                }
-                seqs.insert(rollout.as_bytes(), &seq.to_be_bytes())?;
-                Ok(records)
+                append_rollout_events_in(log, seqs, rollout, events)
             },
         );
         let records = tx_result(r)?;
-        // Retention, as for operation events: outside the transaction; a crash here only leaves a
-        // few extra events until the next append.
-        if let Some(last) = records.last().map(|r| r.seq) {
-            if last > self.event_retention {
-                let first_kept = last - self.event_retention + 1;
-                let stale = self
-                    .rollout_events
-                    .range(event_key(rollout, 0)..event_key(rollout, first_kept));
-                for kv in stale {
-                    let (k, _) = kv.map_err(StoreError::backend)?;
-                    self.rollout_events.remove(k).map_err(StoreError::backend)?;
-                }
-            }
+        if let Some(last) = records.last() {
+            self.prune_rollout_events(rollout, last.seq)?;
         }
         self.durable()?;
         Ok(records)
@@ -541,5 +767,50 @@ impl Store for SledStore {
                 decode(|| format!("event of rollout {rollout}"), &v)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod group_flush_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn concurrent_writers_share_flushes_and_each_waits_for_one_that_covers_it() {
+        let g = GroupFlush::default();
+        let flushes = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        g.durable(|| {
+                            flushes.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let n = flushes.load(Ordering::SeqCst);
+        assert!((1..=800).contains(&n), "{n} flushes for 800 writes");
+        let st = g.state.lock().unwrap();
+        assert_eq!((st.requested, st.durable, st.flushing), (800, 800, false));
+    }
+
+    #[test]
+    fn a_failed_flush_fails_its_caller_and_the_next_call_flushes_again() {
+        let g = GroupFlush::default();
+        let failed = g.durable(|| Err(StoreError::backend(std::io::Error::other("disk gone"))));
+        assert!(matches!(failed, Err(StoreError::Backend(_))));
+        let flushes = AtomicUsize::new(0);
+        g.durable(|| {
+            flushes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
     }
 }

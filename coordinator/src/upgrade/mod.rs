@@ -246,7 +246,8 @@ impl Progress for NoProgress {
 }
 
 fn report(progress: &dyn Progress, step: Step, done: usize, total: usize, message: String) {
-    tracing::info!(%step, done, total, %message, "progress");
+    // Every poll reports; at info level that would be most of the log. Steps log their start and end.
+    tracing::debug!(%step, done, total, %message, "progress");
     progress.report(&ProgressUpdate {
         step,
         done: done as u64,
