@@ -4,9 +4,11 @@
 //! log lines, and only then acts — ensures operations exist through the [`Engine`] (with the
 //! machine's operation ids), cancels them, or halts them.
 //!
-//! - **Batching.** Every input queued when the task wakes is applied before one write: a burst of
-//!   operation changes (or a tick that moves many clusters) costs one store write per rollout.
-//!   Nothing is written when the machine did not change.
+//! - **Batching.** After an input the task waits [`COMMIT_WINDOW`] (not for operator commands),
+//!   then applies everything queued before one write: a burst of operation changes (or a tick
+//!   that moves many clusters) costs one store write per rollout. The write holds only the
+//!   clusters that changed ([`Store::commit_rollout`]). Nothing is written when the machine did
+//!   not change.
 //! - **Ensure.** `StartOperation` creates the operation with the machine's id unless it exists;
 //!   an existing one is reported started, and, if it already ended, finished. A cluster busy with
 //!   an operation the rollout did not start fails with `CLUSTER_BUSY`; a cluster whose operation

@@ -1,6 +1,6 @@
 //! The coordinator's durable store: clusters, operations with each step's state and attempts, and an
-//! append-only, bounded event log per operation; rollouts (the state machine's [`Rollout`], stored
-//! whole) with an event log per rollout. Every transition is written (and flushed) before it is
+//! append-only, bounded event log per operation; rollouts (the state machine's [`Rollout`]; a
+//! transition writes what changed) with an event log per rollout. Every transition is written (and flushed) before it is
 //! acted on, so a coordinator killed at any moment resumes from what it last acknowledged.
 //!
 //! [`Store`] is the trait domain logic sees; [`sled::SledStore`] is the one real implementation and

@@ -1,5 +1,7 @@
 //! The sled implementation of [`Store`]: one tree per kind, JSON values, compare-and-swap for
-//! operation updates, and a flush after every accepted write so a SIGKILL loses nothing acknowledged.
+//! operation and rollout updates (a rollout's clusters each under their own key), and a flush
+//! (shared by concurrent writers) after every accepted write so a SIGKILL loses nothing
+//! acknowledged.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
