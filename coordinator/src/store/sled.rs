@@ -336,12 +336,10 @@ fn parse_cluster_key(rollout: &str, key: &[u8]) -> Option<(u32, u32)> {
 
 /// The record without its clusters: what the `rollouts` tree holds.
 fn head_of(record: &RolloutRecord) -> RolloutRecord {
-    let mut head = record.clone();
-    head.rollout.unstaged.clear();
-    for stage in &mut head.rollout.stages {
-        stage.clusters.clear();
+    RolloutRecord {
+        rollout: empty_like(&record.rollout),
+        ..record.clone()
     }
-    head
 }
 
 /// A rollout with no clusters: what a new one is compared with (every cluster is new).
