@@ -887,26 +887,25 @@ impl Rollout {
             Event::AgentConnected { cluster, inventory } => {
                 if let Some((k, i)) = self.find(cluster) {
                     let seen = &self.stages[k].clusters[i];
+                    // Only a cluster still waiting for its turn plans from its inventory.
                     let replan = inventory.is_some()
                         && seen.status == ClusterStatus::Pending
                         && seen.inventory != *inventory;
-                    if seen.connected && !replan {
-                        return self.finish_apply(cx);
-                    }
-                    let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
-                    if !c.connected {
-                        c.connected = true;
-                        c.disconnected_since = None;
-                        if c.waiting_since.take().is_some() {
-                            cx.record(Some(cluster), "agent connected; no longer waiting");
-                            if c.status == ClusterStatus::Pending {
-                                c.reason = None;
+                    if !seen.connected || replan {
+                        let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
+                        if !c.connected {
+                            c.connected = true;
+                            c.disconnected_since = None;
+                            if c.waiting_since.take().is_some() {
+                                cx.record(Some(cluster), "agent connected; no longer waiting");
+                                if c.status == ClusterStatus::Pending {
+                                    c.reason = None;
+                                }
                             }
                         }
-                    }
-                    // Only a cluster still waiting for its turn plans from its inventory.
-                    if replan {
-                        c.inventory.clone_from(inventory);
+                        if replan {
+                            c.inventory.clone_from(inventory);
+                        }
                     }
                 }
             }
@@ -916,10 +915,8 @@ impl Rollout {
                     .filter(|&(k, i)| self.stages[k].clusters[i].connected)
                 {
                     let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
-                    {
-                        c.connected = false;
-                        c.disconnected_since = Some(now);
-                    }
+                    c.connected = false;
+                    c.disconnected_since = Some(now);
                 }
             }
             Event::Tick => {}
@@ -952,10 +949,6 @@ impl Rollout {
             }
             Event::Restarted => self.restarted(&mut cx),
         }
-        self.finish_apply(cx)
-    }
-
-    fn finish_apply(&mut self, mut cx: Cx) -> Vec<Action> {
         self.advance(&mut cx);
         cx.actions
     }
@@ -1371,21 +1364,12 @@ impl Rollout {
                     break;
                 }
                 let seen = &self.stages[k].clusters[i];
-                if seen.status != ClusterStatus::Pending || (!seen.connected && seen.waiting_since.is_some())
-                {
+                if seen.status != ClusterStatus::Pending {
                     continue;
                 }
-                let planned = seen
-                    .connected
-                    .then(|| plan(&self.spec.work, seen.inventory.as_ref()));
-                if let Some(Ok(ops)) = planned {
-                    running += 1;
-                    admitted.push((i, ops));
-                    continue;
-                }
-                let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
-                if !c.connected {
-                    if c.waiting_since.is_none() {
+                if !seen.connected {
+                    if seen.waiting_since.is_none() {
+                        let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
                         let away = c.disconnected_since.unwrap_or(now);
                         c.waiting_since = Some(now);
                         c.reason = Some(format!("agent disconnected since {away}"));
@@ -1397,9 +1381,13 @@ impl Rollout {
                     }
                     continue;
                 }
-                match planned {
-                    Some(Ok(_)) | None => {}
-                    Some(Err((status, reason))) => {
+                match plan(&self.spec.work, seen.inventory.as_ref()) {
+                    Ok(ops) => {
+                        running += 1;
+                        admitted.push((i, ops));
+                    }
+                    Err((status, reason)) => {
+                        let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
                         if status == ClusterStatus::Failed {
                             c.failure = Some(Failure {
                                 step: None,
@@ -1449,16 +1437,13 @@ impl Rollout {
             let c = &self.stages[k].clusters[i];
             c.plan.get(c.done).map(|p| (*p, self.work_for(p)))
         };
-        let seen = &self.stages[k].clusters[i];
-        if matches!(work, Some((_, Some(_)))) && !seen.connected && seen.waiting_since.is_some() {
-            return; // already waiting for its agent
-        }
-        let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
         let Some((planned, work)) = work else {
+            let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
             finish(c, ClusterStatus::Succeeded, "", now, cx);
             return;
         };
         let Some(work) = work else {
+            let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
             c.failure = Some(Failure {
                 step: None,
                 code: None,
@@ -1469,8 +1454,10 @@ impl Rollout {
             self.check_budget(k, cx);
             return;
         };
-        if !c.connected {
-            if c.waiting_since.is_none() {
+        let seen = &self.stages[k].clusters[i];
+        if !seen.connected {
+            if seen.waiting_since.is_none() {
+                let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
                 let away = c.disconnected_since.unwrap_or(now);
                 c.waiting_since = Some(now);
                 c.reason = Some(format!("agent disconnected since {away}; {planned} waits for it"));
@@ -1481,6 +1468,7 @@ impl Rollout {
             }
             return;
         }
+        let c = Arc::make_mut(&mut self.stages[k].clusters[i]);
         let index = c.done;
         let op_id = operation_id(&id, &c.name, index);
         c.operation = Some(OperationRef {
