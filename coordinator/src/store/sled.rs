@@ -204,18 +204,16 @@ impl SledStore {
         Ok(())
     }
 
-    /// Retention: drops everything older than the newest `event_retention` events, given the last
-    /// sequence number. Outside the transaction (sled transactions cannot scan); a crash here only
-    /// leaves a few extra events until the next append.
-    fn prune(&self, operation: &str, last_seq: u64) -> Result<()> {
+    /// Retention for one log in `log` (operation or rollout events): drops everything older than
+    /// the newest `event_retention` events of `owner`, given the last sequence number. Outside the
+    /// transaction (sled transactions cannot scan); a crash here only leaves a few extra events
+    /// until the next append.
+    fn prune(&self, log: &Tree, owner: &str, last_seq: u64) -> Result<()> {
         if last_seq > self.event_retention {
             let first_kept = last_seq - self.event_retention + 1;
-            let stale = self
-                .events
-                .range(event_key(operation, 0)..event_key(operation, first_kept));
-            for kv in stale {
+            for kv in log.range(event_key(owner, 0)..event_key(owner, first_kept)) {
                 let (k, _) = kv.map_err(StoreError::backend)?;
-                self.events.remove(k).map_err(StoreError::backend)?;
+                log.remove(k).map_err(StoreError::backend)?;
             }
         }
         Ok(())
@@ -272,21 +270,6 @@ impl SledStore {
             }
         }
         Ok(record)
-    }
-
-    /// Retention for a rollout's log, as [`SledStore::prune`] for an operation's.
-    fn prune_rollout_events(&self, rollout: &str, last_seq: u64) -> Result<()> {
-        if last_seq > self.event_retention {
-            let first_kept = last_seq - self.event_retention + 1;
-            let stale = self
-                .rollout_events
-                .range(event_key(rollout, 0)..event_key(rollout, first_kept));
-            for kv in stale {
-                let (k, _) = kv.map_err(StoreError::backend)?;
-                self.rollout_events.remove(k).map_err(StoreError::backend)?;
-            }
-        }
-        Ok(())
     }
 
     /// Makes every write made before this call durable; called after every accepted write.
@@ -611,7 +594,7 @@ impl Store for SledStore {
         });
         let records = tx_result(r)?;
         if let Some(last) = records.last() {
-            self.prune(id, last.seq)?;
+            self.prune(&self.events, id, last.seq)?;
         }
         self.durable()?;
         Ok((next, records))
@@ -625,7 +608,7 @@ impl Store for SledStore {
             append_in(events, seqs, operation, &event)
         });
         let record = tx_result(r)?;
-        self.prune(operation, record.seq)?;
+        self.prune(&self.events, operation, record.seq)?;
         self.durable()?;
         Ok(record)
     }
@@ -729,7 +712,7 @@ impl Store for SledStore {
         });
         let appended = tx_result(r)?;
         if let Some(last) = appended.last() {
-            self.prune_rollout_events(id, last.seq)?;
+            self.prune(&self.rollout_events, id, last.seq)?;
         }
         self.durable()?;
         Ok((record, appended))
@@ -750,7 +733,7 @@ impl Store for SledStore {
         );
         let records = tx_result(r)?;
         if let Some(last) = records.last() {
-            self.prune_rollout_events(rollout, last.seq)?;
+            self.prune(&self.rollout_events, rollout, last.seq)?;
         }
         self.durable()?;
         Ok(records)
