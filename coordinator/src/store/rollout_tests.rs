@@ -222,6 +222,14 @@ fn contract(store: &dyn Store) {
         store.commit_rollout(&gone, &committed.rollout, at(5), &[]),
         Err(StoreError::RolloutNotFound(_))
     ));
+    // A state with fewer clusters than the stored one reads back as written, without the
+    // cluster it dropped.
+    let mut fewer = again.rollout.clone();
+    let dropped = fewer.stages[1].clusters.pop().expect("prod has clusters");
+    let (shrunk, _) = store.commit_rollout(&again, &fewer, at(6), &[]).unwrap();
+    let read = store.get_rollout("r-1").unwrap().expect("r-1");
+    assert_eq!(read, shrunk);
+    assert!(read.rollout.find(&dropped.name).is_none());
 }
 
 fn retention(store: &dyn Store) {
