@@ -42,14 +42,7 @@ async fn agent_killed_mid_drain_and_stream_cut_result_arrives_once() {
         .expect("set faults");
 
     phase("settled: migrating");
-    let template = write_template(world.dir());
-    let run = world
-        .cli
-        .run(&migrate_args(template.to_str().expect("utf-8"), &["-o", "json"]))
-        .await
-        .expect("flotilla migrate");
-    assert_eq!(run.code, Some(0), "{run}");
-    let id = text(&run.json().expect("json"), "/id").to_string();
+    let id = start_migration(&world).await;
     let mut fleet = world.coordinator.fleet(OPERATOR).await.expect("fleet client");
 
     // Mid-drain: at least one pod evicted, the drain still running.

@@ -67,15 +67,7 @@ async fn coordinator_sigkilled_during_surge_scale_and_drain_resumes_and_complete
         .await
         .expect("set faults");
 
-    let template = write_template(world.dir());
-    let run = world
-        .cli
-        .run(&migrate_args(template.to_str().expect("utf-8"), &["-o", "json"]))
-        .await
-        .expect("flotilla migrate");
-    assert_eq!(run.code, Some(0), "{run}");
-    let id = text(&run.json().expect("json"), "/id").to_string();
-    assert!(!id.is_empty(), "{run}");
+    let id = start_migration(&world).await;
 
     kill_during(&mut world, "SurgeScale").await;
     kill_during(&mut world, "Drain").await;

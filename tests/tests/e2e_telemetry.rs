@@ -225,14 +225,7 @@ async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
         .set_faults(CLUSTER, &serde_json::json!({"apiLatency": "150ms"}))
         .await
         .expect("set faults");
-    let template = write_template(world.dir());
-    let run = world
-        .cli
-        .run(&migrate_args(template.to_str().expect("utf-8"), &["-o", "json"]))
-        .await
-        .expect("flotilla migrate");
-    assert_eq!(run.code, Some(0), "{run}");
-    let op = text(&run.json().expect("json"), "/id").to_string();
+    let op = start_migration(&world).await;
 
     // SIGKILL once the drain is sent (nothing flushed), then the same coordinator again.
     world

@@ -11,6 +11,7 @@ use std::time::Duration;
 use flotilla_proto::fleet::v1 as pb;
 use flotilla_proto::fleet::v1::fleet_client::FleetClient;
 use flotilla_tests::sim::Sim;
+use flotilla_tests::world::World;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -74,6 +75,21 @@ pub fn migrate_args<'a>(template: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     args.extend_from_slice(extra);
     args
+}
+
+/// Starts the default scenario's migration (`flotilla migrate -o json`, not waiting for it) and
+/// returns its operation id.
+pub async fn start_migration(world: &World) -> String {
+    let template = write_template(world.dir());
+    let run = world
+        .cli
+        .run(&migrate_args(template.to_str().expect("utf-8"), &["-o", "json"]))
+        .await
+        .expect("flotilla migrate");
+    assert_eq!(run.code, Some(0), "{run}");
+    let id = text(&run.json().expect("json"), "/id").to_string();
+    assert!(!id.is_empty(), "{run}");
+    id
 }
 
 /// The cluster before the migration.
