@@ -1,6 +1,7 @@
 //! Inventory: the cluster's Kubernetes version, node groups (self-managed by
 //! `alpha.eksctl.io/nodegroup-name`, managed by `eks.amazonaws.com/nodegroup`), nodes with kubelet
-//! version and readiness, Deployments, and PDBs that currently allow zero disruptions.
+//! version and readiness, Deployments, PDBs that currently allow zero disruptions, and the
+//! deprecated APIs clients still call.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde::Serialize;
 
 use crate::cluster::Cluster;
+use crate::deprecated_apis::{self, DeprecatedApiScan};
 use crate::model::{self, GroupKind};
 use crate::steps::StepError;
 
@@ -31,6 +33,9 @@ pub struct Inventory {
     /// The kube-system workloads EKS add-ons may also manage, with their images (`None` when
     /// the inventory was built without reading them).
     pub addon_workloads: Option<Vec<AddonWorkload>>,
+    /// The deprecated APIs clients called, from the API server's `/metrics` (`None` when the
+    /// inventory was built without reading them).
+    pub deprecated_apis: Option<DeprecatedApiScan>,
 }
 
 /// A kube-system workload an EKS add-on may also manage.
@@ -118,6 +123,7 @@ pub async fn collect<C: Cluster>(cluster: &C) -> Result<Inventory, StepError> {
     let daemon_sets = cluster.daemon_sets(ADDON_NAMESPACE).await?;
     let mut inventory = build(version, &nodes, &deployments, &hpas, &pdbs);
     inventory.addon_workloads = Some(addon_workloads(&deployments, &daemon_sets));
+    inventory.deprecated_apis = Some(deprecated_apis::scan(cluster).await);
     Ok(inventory)
 }
 
@@ -221,6 +227,7 @@ pub fn build(
         deployments,
         blocking_pdbs,
         addon_workloads: None,
+        deprecated_apis: None,
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod args;
 pub mod cluster;
+pub mod deprecated_apis;
 pub mod error;
 pub mod events;
 pub mod inventory;

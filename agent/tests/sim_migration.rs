@@ -887,6 +887,9 @@ impl Cluster for Killable<'_> {
     async fn version(&self) -> CResult<String> {
         self.inner.version().await
     }
+    async fn api_server_metrics(&self) -> CResult<String> {
+        self.inner.api_server_metrics().await
+    }
     async fn nodes(&self) -> CResult<Vec<Node>> {
         self.inner.nodes().await
     }

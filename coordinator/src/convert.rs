@@ -23,7 +23,8 @@ use crate::plan::{Runner, Step};
 use crate::sessions::SessionInfo;
 use crate::store::{OperationKind, OperationRecord, StepRecord, StepState};
 use crate::upgrade::{
-    AddonWorkload, AgentInventory, GroupKind, InventoryNode, InventoryNodeGroup, InventoryPdb,
+    AddonWorkload, AgentInventory, DeprecatedApi, DeprecatedApiScan, GroupKind, InventoryNode,
+    InventoryNodeGroup, InventoryPdb,
 };
 
 /// Deployments surged whatever runs on the old nodes (DESIGN.md, step 4).
@@ -357,6 +358,24 @@ pub fn agent_inventory(inv: &pb::Inventory) -> AgentInventory {
                     image: w.image.clone(),
                 })
                 .collect()
+        }),
+        deprecated_apis: inv.deprecated_api_scan.as_ref().map(|scan| {
+            if scan.unavailable_reason.is_empty() {
+                DeprecatedApiScan::Checked(
+                    scan.apis
+                        .iter()
+                        .map(|a| DeprecatedApi {
+                            group: a.group.clone(),
+                            version: a.version.clone(),
+                            resource: a.resource.clone(),
+                            subresource: a.subresource.clone(),
+                            removed_release: a.removed_release.clone(),
+                        })
+                        .collect(),
+                )
+            } else {
+                DeprecatedApiScan::Unavailable(scan.unavailable_reason.clone())
+            }
         }),
     }
 }

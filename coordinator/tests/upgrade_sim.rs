@@ -1,8 +1,8 @@
 //! The coordinator's upgrade steps with the real [`AwsEks`] (aws-sdk-eks over loopback) against
 //! flotilla-sim's EKS, and the agent's real inventory and postflight (kube-rs) against the same
-//! simulated cluster: a 1.33 cluster upgraded to 1.34 step by step, preflight blockers, a failed
-//! control-plane update, PodEvictionFailure without and with `force`, and a restart that adopts
-//! the update already in progress.
+//! simulated cluster: a 1.33 cluster upgraded to 1.34 step by step, preflight blockers (deprecated
+//! APIs still called among them), a failed control-plane update, PodEvictionFailure without and
+//! with `force`, and a restart that adopts the update already in progress.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -420,6 +420,71 @@ async fn preflight_names_every_blocker_and_changes_nothing() {
         .await
         .unwrap()
         .is_empty());
+    sim.fleet.shutdown().await;
+}
+
+/// [`UPGRADABLE`] with clients still calling deprecated APIs: one that 1.34 removes, one removed
+/// later.
+const DEPRECATED_CALLS: &str = r#"
+kubernetesVersion: "1.33"
+nodeGroups:
+  - {name: ng-a, type: managed, nodes: 3, instanceType: m5.xlarge, capacity: {pods: 30, cpu: "4", memory: 16Gi}}
+namespaces: [shop]
+deployments:
+  - {name: web, namespace: shop, replicas: 3, cpu: 100m, memory: 128Mi, pdb: {maxUnavailable: 1}}
+pods: []
+eks:
+  deprecatedApiRequests:
+    - {api: /apis/resource.k8s.io/v1beta1/resourceclaims, removedRelease: "1.34", replacedWith: /apis/resource.k8s.io/v1/resourceclaims, userAgent: dra-driver/v0.4.1}
+    - {api: /apis/storage.k8s.io/v1beta1/volumeattributesclasses, removedRelease: "1.37"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprecated_apis_still_called_block_from_the_agents_metric_and_the_insight() {
+    let sim = start(DEPRECATED_CALLS).await;
+    let inv = inventory(&sim).await;
+    let e = preflight(&sim.eks, V34, &inv, &options(false), &NoProgress)
+        .await
+        .unwrap_err();
+    let UpgradeError::PreflightBlocked(report) = &e else {
+        panic!("{e:?}")
+    };
+    let codes: Vec<(&str, &str)> = report
+        .blockers
+        .iter()
+        .map(|b| (b.code, b.subject.as_str()))
+        .collect();
+    // The agent's own check (kube-rs reading the API server's /metrics) and EKS's insight agree.
+    assert_eq!(
+        codes,
+        [
+            (
+                "DEPRECATED_API",
+                "insight Deprecated APIs removed in Kubernetes v1.34"
+            ),
+            (
+                "DEPRECATED_API",
+                "api /apis/resource.k8s.io/v1beta1/resourceclaims"
+            ),
+        ],
+        "{e}"
+    );
+    assert!(
+        report.blockers[0]
+            .reason
+            .contains("/apis/resource.k8s.io/v1beta1/resourceclaims → /apis/resource.k8s.io/v1/resourceclaims (removed in 1.34) used by dra-driver/v0.4.1"),
+        "{}",
+        report.blockers[0].reason
+    );
+    assert!(report.blockers[1].reason.contains("removed in 1.34"));
+    assert!(
+        report.warnings.iter().any(|w| w.code == "DEPRECATED_API"
+            && w.subject == "api /apis/storage.k8s.io/v1beta1/volumeattributesclasses"
+            && w.reason.contains("removed in 1.37")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(sim.eks.describe_cluster().await.unwrap().version, "1.33");
     sim.fleet.shutdown().await;
 }
 

@@ -211,6 +211,7 @@ fn inventory(i: usize) -> pb::Inventory {
         })
         .collect(),
         addon_workloads_reported: true,
+        deprecated_api_scan: Some(pb::DeprecatedApiScan::default()),
         version: "1.33".into(),
         node_groups: vec![pb::NodeGroup {
             name: "ng-old".into(),

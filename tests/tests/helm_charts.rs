@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_agent::cluster::kube::RBAC;
+use flotilla_agent::cluster::kube::{RBAC, URL_RBAC};
 use flotilla_agent::cluster::{
     Cluster, DeploymentPatch, EventNote, EventType, Eviction, HpaPatch, KubeCluster, ObjectRef,
     Result as ClusterResult, WatchStream, Watched,
@@ -1327,11 +1327,29 @@ fn schemas_refuse_bad_values_naming_the_field() {
 
 // === The agent's RBAC ===
 
+/// (apiGroup, resource, verb); a non-resource URL is `("", "/metrics", "get")` (resources never
+/// start with `/`).
 type Rule = (String, String, String);
 
-/// `RBAC` from the agent crate as (apiGroup, resource, verb).
+fn url_rule(url: &str, verb: &str) -> Rule {
+    (String::new(), url.to_string(), verb.to_string())
+}
+
+/// `RBAC` and `URL_RBAC` from the agent crate as rules.
 fn rbac_of_the_code() -> BTreeSet<Rule> {
     let mut rules = BTreeSet::new();
+    for access in URL_RBAC {
+        assert!(
+            access.url.starts_with('/') && !access.used_by.trim().is_empty(),
+            "{access:?}"
+        );
+        for verb in access.verbs {
+            assert!(
+                rules.insert(url_rule(access.url, verb)),
+                "{access:?}: {verb} listed twice"
+            );
+        }
+    }
     for access in RBAC {
         assert!(
             !access.used_by.trim().is_empty(),
@@ -1352,10 +1370,20 @@ fn rbac_of_the_code() -> BTreeSet<Rule> {
 fn rbac_of_the_chart(role: &ClusterRole) -> BTreeSet<Rule> {
     let mut rules = BTreeSet::new();
     for rule in role.rules.iter().flatten() {
-        assert!(
-            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
-            "{rule:?}"
-        );
+        assert!(rule.resource_names.is_none(), "{rule:?}");
+        if let Some(urls) = &rule.non_resource_urls {
+            assert!(
+                rule.api_groups.is_none() && rule.resources.is_none(),
+                "a nonResourceURLs rule names no resources: {rule:?}"
+            );
+            for url in urls {
+                for verb in &rule.verbs {
+                    assert!(!url.contains('*') && verb != "*", "no wildcards: {rule:?}");
+                    rules.insert(url_rule(url, verb));
+                }
+            }
+            continue;
+        }
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
                 for verb in &rule.verbs {
@@ -1391,6 +1419,7 @@ fn agent_cluster_role_grants_exactly_what_the_code_lists() {
 /// Every [`Cluster`] method, in one list; [`Exercised`] records which were called.
 const METHODS: &[&str] = &[
     "version",
+    "api_server_metrics",
     "nodes",
     "node",
     "replace_node",
@@ -1427,6 +1456,10 @@ impl<C: Cluster> Cluster for Exercised<C> {
     async fn version(&self) -> ClusterResult<String> {
         self.note("version");
         self.inner.version().await
+    }
+    async fn api_server_metrics(&self) -> ClusterResult<String> {
+        self.note("api_server_metrics");
+        self.inner.api_server_metrics().await
     }
     async fn nodes(&self) -> ClusterResult<Vec<Node>> {
         self.note("nodes");
@@ -1513,6 +1546,11 @@ async fn exercise<C: Cluster>(cluster: &C) {
         )
     };
     cluster.version().await.expect("version");
+    let metrics = cluster.api_server_metrics().await.expect("/metrics");
+    assert!(
+        metrics.contains("apiserver_requested_deprecated_apis"),
+        "{metrics}"
+    );
     let nodes = cluster.nodes().await.expect("nodes");
     let node = cluster
         .node(nodes[0].metadata.name.as_deref().expect("node name"))
@@ -1753,11 +1791,10 @@ async fn agent_api_calls_are_exactly_its_rbac() {
             Access::Resource(rule) => {
                 made.insert(rule);
             }
+            Access::NonResource(path) if PUBLIC_PATHS.contains(&path.as_str()) => {}
             Access::NonResource(path) => {
-                assert!(
-                    PUBLIC_PATHS.contains(&path.as_str()),
-                    "{method} {uri} needs a nonResourceURLs rule"
-                )
+                assert_eq!(*method, http::Method::GET, "{method} {uri}");
+                made.insert(url_rule(&path, "get"));
             }
         }
     }

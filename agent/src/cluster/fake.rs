@@ -31,6 +31,8 @@ use crate::placement::Placement;
 pub struct FakeState {
     /// Served version.
     pub version: String,
+    /// What `/metrics` answers; `None`: 403 Forbidden (no RBAC for it).
+    pub metrics: Option<String>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
     /// Pods by `namespace/name`.
@@ -698,6 +700,15 @@ fn not_found(what: String) -> ClusterError {
 impl Cluster for FakeCluster {
     async fn version(&self) -> Result<String> {
         Ok(self.state().version.clone())
+    }
+
+    async fn api_server_metrics(&self) -> Result<String> {
+        self.state().metrics.clone().ok_or_else(|| ClusterError::Api {
+            what: "get /metrics".into(),
+            code: 403,
+            reason: "Forbidden".into(),
+            message: "forbidden: User \"system:serviceaccount:flotilla:flotilla-agent\" cannot get path \"/metrics\"".into(),
+        })
     }
 
     async fn nodes(&self) -> Result<Vec<Node>> {

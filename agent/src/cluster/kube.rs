@@ -114,6 +114,26 @@ pub const RBAC: &[ApiAccess] = &[
     },
 ];
 
+/// One permission on a non-resource URL the agent needs (a ClusterRole's `nonResourceURLs` rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlAccess {
+    /// The URL path, e.g. `/metrics`.
+    pub url: &'static str,
+    /// Verbs (`get`).
+    pub verbs: &'static [&'static str],
+    /// The [`KubeCluster`] methods making the calls, and the steps using them.
+    pub used_by: &'static str,
+}
+
+/// Every non-resource URL [`KubeCluster`] reads besides the public `/version`; checked like
+/// [`RBAC`].
+pub const URL_RBAC: &[UrlAccess] = &[UrlAccess {
+    url: "/metrics",
+    verbs: &["get"],
+    used_by: "api_server_metrics(): Inventory reads apiserver_requested_deprecated_apis, the \
+              agent's own deprecated-API check before an upgrade",
+}];
+
 /// A [`Cluster`] backed by a kube-rs [`Client`].
 #[derive(Clone)]
 pub struct KubeCluster {
@@ -369,6 +389,23 @@ impl Cluster for KubeCluster {
             })
             .await?;
         Ok(info.git_version)
+    }
+
+    async fn api_server_metrics(&self) -> Result<String> {
+        self.retry(|| async {
+            let req =
+                http::Request::get("/metrics")
+                    .body(Vec::new())
+                    .map_err(|e| ClusterError::Transport {
+                        what: "get /metrics".into(),
+                        message: e.to_string(),
+                    })?;
+            self.client
+                .request_text(req)
+                .await
+                .map_err(|e| convert(e, "get /metrics"))
+        })
+        .await
     }
 
     async fn nodes(&self) -> Result<Vec<Node>> {

@@ -201,6 +201,9 @@ pub struct EventNote {
 pub trait Cluster: Send + Sync {
     /// The API server's version (`v1.33.4-eks-…`).
     fn version(&self) -> impl Future<Output = Result<String>> + Send;
+    /// The API server's `/metrics` in the Prometheus text format (needs `get` on the
+    /// non-resource URL `/metrics`).
+    fn api_server_metrics(&self) -> impl Future<Output = Result<String>> + Send;
     /// All nodes.
     fn nodes(&self) -> impl Future<Output = Result<Vec<Node>>> + Send;
     /// One node by name ([`ClusterError::NotFound`] if absent).

@@ -14,6 +14,7 @@ use flotilla_proto::fleet::v1 as pb;
 use pb::step_error::Detail;
 
 use crate::cluster::ClusterError;
+use crate::deprecated_apis::DeprecatedApiScan;
 use crate::inventory::{DeploymentInfo, Inventory, NodeGroup, NodeInfo, PdbInfo};
 use crate::model::{GroupKind, Resources};
 use crate::steps::drain::{self, OnBlocked};
@@ -233,6 +234,29 @@ pub fn inventory_to_proto(inv: &Inventory) -> pb::Inventory {
             })
             .collect(),
         addon_workloads_reported: inv.addon_workloads.is_some(),
+        deprecated_api_scan: inv.deprecated_apis.as_ref().map(deprecated_api_scan),
+    }
+}
+
+fn deprecated_api_scan(scan: &DeprecatedApiScan) -> pb::DeprecatedApiScan {
+    match scan {
+        DeprecatedApiScan::Checked(apis) => pb::DeprecatedApiScan {
+            apis: apis
+                .iter()
+                .map(|a| pb::DeprecatedApi {
+                    group: a.group.clone(),
+                    version: a.version.clone(),
+                    resource: a.resource.clone(),
+                    subresource: a.subresource.clone(),
+                    removed_release: a.removed_release.clone(),
+                })
+                .collect(),
+            unavailable_reason: String::new(),
+        },
+        DeprecatedApiScan::Unavailable(why) => pb::DeprecatedApiScan {
+            apis: Vec::new(),
+            unavailable_reason: why.clone(),
+        },
     }
 }
 

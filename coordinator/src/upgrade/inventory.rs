@@ -30,6 +30,53 @@ pub struct AgentInventory {
     /// self-managed add-on's version is not checked, and the report says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addon_workloads: Option<Vec<AddonWorkload>>,
+    /// The agent's own deprecated-API check (the API server's `apiserver_requested_deprecated_apis`);
+    /// `None` from an agent that does not make it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated_apis: Option<DeprecatedApiScan>,
+}
+
+/// What the agent's deprecated-API check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeprecatedApiScan {
+    /// The API server's `/metrics` was read: the deprecated APIs clients called since that API
+    /// server instance started.
+    Checked(Vec<DeprecatedApi>),
+    /// It could not be read: why.
+    Unavailable(String),
+}
+
+/// One deprecated API a client called, as the API server's metric labels it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeprecatedApi {
+    /// API group (`""` for the core group).
+    pub group: String,
+    /// Version, e.g. `v1beta1`.
+    pub version: String,
+    /// Resource, e.g. `flowschemas`.
+    pub resource: String,
+    /// Subresource, or `""`.
+    pub subresource: String,
+    /// The release that stops serving it, e.g. `1.32`; `""` when none is scheduled.
+    pub removed_release: String,
+}
+
+impl DeprecatedApi {
+    /// `/apis/<group>/<version>/<resource>[/<subresource>]` (`/api/v1/…` for the core group).
+    pub fn path(&self) -> String {
+        let mut p = if self.group.is_empty() {
+            format!("/api/{}/{}", self.version, self.resource)
+        } else {
+            format!("/apis/{}/{}/{}", self.group, self.version, self.resource)
+        };
+        if !self.subresource.is_empty() {
+            p.push('/');
+            p.push_str(&self.subresource);
+        }
+        p
+    }
 }
 
 /// One node group.

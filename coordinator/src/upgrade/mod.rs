@@ -36,7 +36,8 @@ use crate::plan::Step;
 pub use addons::{upgrade_addons, AddonOutcome, AddonResult, AddonsUpgrade, LaggingAddon, SelfManagedAddons};
 pub use control_plane::{upgrade_control_plane, ControlPlaneUpgrade};
 pub use inventory::{
-    AddonWorkload, AgentInventory, GroupKind, InventoryNode, InventoryNodeGroup, InventoryPdb,
+    AddonWorkload, AgentInventory, DeprecatedApi, DeprecatedApiScan, GroupKind, InventoryNode,
+    InventoryNodeGroup, InventoryPdb,
 };
 pub use nodegroups::{upgrade_nodegroups, NodegroupOutcome, NodegroupResult, NodegroupsUpgrade};
 pub use preflight::{preflight, Finding, InsightsCheck, NodegroupCheck, PreflightReport};

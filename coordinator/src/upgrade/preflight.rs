@@ -2,8 +2,10 @@
 //! and name every blocker with its reason — control plane and every node group on the same minor,
 //! the target exactly one minor above, no self-managed group left (migrate it first), no
 //! PodDisruptionBudget that allows zero disruptions (unless `force`), no upgrade insight in
-//! `ERROR` for the target (deprecated APIs named), and room for node replacement. An insights API
-//! that is not available is reported as unknown, not as a failure.
+//! `ERROR` for the target (deprecated APIs named), no deprecated API the target removes still
+//! called (the agent reads the API server's `apiserver_requested_deprecated_apis`), and room for
+//! node replacement. An insights API or metric that is not available is reported as unknown, not
+//! as a failure.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -12,7 +14,8 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::{
-    report, AgentInventory, GroupKind, MinorVersion, Progress, StepReport, UpgradeError, UpgradeOptions,
+    report, AgentInventory, DeprecatedApiScan, GroupKind, MinorVersion, Progress, StepReport, UpgradeError,
+    UpgradeOptions,
 };
 use crate::eks::{Eks, Insight, InsightStatus, Insights, Nodegroup, NodegroupStatus};
 use crate::plan::Step;
@@ -280,6 +283,7 @@ async fn run<E: Eks + ?Sized>(
     report(progress, step, 3, CHECKS, "upgrade insights".into());
     if !r.continuing {
         check_insights(eks, &mut r, target).await?;
+        check_requested_apis(&mut r, inventory, target);
     }
     report(
         progress,
@@ -501,6 +505,50 @@ fn check_inventory(
                     format!("{why}: node replacement would fail with PodEvictionFailure; scale the workload up or relax the budget, or upgrade with force"),
                 );
             }
+        }
+    }
+}
+
+/// The agent's own check: deprecated APIs clients called that the target no longer serves.
+fn check_requested_apis(r: &mut PreflightReport, inventory: &AgentInventory, target: MinorVersion) {
+    const SUBJECT: &str = "agent deprecated-API check";
+    let apis = match &inventory.deprecated_apis {
+        None => {
+            r.warn(
+                "DEPRECATED_API_CHECK_UNAVAILABLE",
+                SUBJECT,
+                "the agent did not report the API server's requested deprecated APIs (an older agent); only EKS upgrade insights were checked",
+            );
+            return;
+        }
+        Some(DeprecatedApiScan::Unavailable(why)) => {
+            r.warn(
+                "DEPRECATED_API_CHECK_UNAVAILABLE",
+                SUBJECT,
+                format!("not made, only EKS upgrade insights were checked: {why}"),
+            );
+            return;
+        }
+        Some(DeprecatedApiScan::Checked(apis)) => apis,
+    };
+    for a in apis {
+        let Some(removed) = MinorVersion::of_kubernetes(&a.removed_release) else {
+            continue;
+        };
+        let subject = format!("api {}", a.path());
+        let seen = "clients called it since this API server instance started (apiserver_requested_deprecated_apis; the audit log names them)";
+        if removed <= target {
+            r.block(
+                "DEPRECATED_API",
+                subject,
+                format!("{target} no longer serves it (removed in {removed}) and {seen}: move them to a served version first, or their calls fail after the upgrade"),
+            );
+        } else {
+            r.warn(
+                "DEPRECATED_API",
+                subject,
+                format!("removed in {removed}, after this hop; {seen}"),
+            );
         }
     }
 }

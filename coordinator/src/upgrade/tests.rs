@@ -65,6 +65,7 @@ fn cluster() -> (FakeEks, AgentInventory) {
         ],
         blocking_pdbs: Vec::new(),
         addon_workloads: None,
+        deprecated_apis: Some(DeprecatedApiScan::Checked(Vec::new())),
     };
     (eks, inv)
 }
@@ -193,6 +194,59 @@ async fn insight_errors_block_and_warnings_do_not() {
         panic!("{:?}", r.insights)
     };
     assert_eq!(not_passing.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deprecated_apis_the_agent_saw_called_block_when_the_target_removes_them() {
+    let (eks, mut inv) = cluster();
+    let api = |group: &str, version: &str, resource: &str, removed: &str| DeprecatedApi {
+        group: group.into(),
+        version: version.into(),
+        resource: resource.into(),
+        subresource: String::new(),
+        removed_release: removed.into(),
+    };
+    inv.deprecated_apis = Some(DeprecatedApiScan::Checked(vec![
+        api("resource.k8s.io", "v1beta1", "resourceclaims", "1.34"),
+        api("storage.k8s.io", "v1beta1", "volumeattributesclasses", "1.37"),
+        api("", "v1", "componentstatuses", ""),
+    ]));
+    let r = blocked(
+        preflight(&eks, V34, &inv, &opts(false), &NoProgress)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(r.blockers.len(), 1, "{:?}", r.blockers);
+    let b = &r.blockers[0];
+    assert_eq!(
+        (b.code, b.subject.as_str()),
+        (
+            "DEPRECATED_API",
+            "api /apis/resource.k8s.io/v1beta1/resourceclaims"
+        )
+    );
+    assert!(b.reason.contains("removed in 1.34"), "{}", b.reason);
+    // Removed later: a warning; no removal scheduled: nothing.
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert_eq!(
+        r.warnings[0].subject,
+        "api /apis/storage.k8s.io/v1beta1/volumeattributesclasses"
+    );
+    assert!(r.warnings[0].reason.contains("removed in 1.37"));
+
+    // A check the agent could not make warns with its reason; one it never made says so.
+    inv.deprecated_apis = Some(DeprecatedApiScan::Unavailable("GET /metrics is forbidden".into()));
+    let r = preflight(&eks, V34, &inv, &opts(false), &NoProgress)
+        .await
+        .expect("not a blocker");
+    assert_eq!(r.warnings.len(), 1);
+    assert_eq!(r.warnings[0].code, "DEPRECATED_API_CHECK_UNAVAILABLE");
+    assert!(r.warnings[0].reason.contains("forbidden"));
+    inv.deprecated_apis = None;
+    let r = preflight(&eks, V34, &inv, &opts(false), &NoProgress)
+        .await
+        .expect("not a blocker");
+    assert!(r.warnings[0].reason.contains("older agent"), "{:?}", r.warnings);
 }
 
 #[tokio::test(start_paused = true)]

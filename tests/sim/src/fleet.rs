@@ -217,8 +217,9 @@ impl Fleet {
     pub fn kubeconfig(&self, name: &str) -> String {
         let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\ncurrent-context: {name}\nusers:\n- name: {name}-admin\n  user:\n    token: flotilla-sim\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\ncurrent-context: {name}\nusers:\n- name: {name}-admin\n  user:\n    token: {token}\npreferences: {{}}\n",
             server = self.cluster_url(name),
+            token = crate::server::token_of(name),
         )
     }
 
@@ -303,6 +304,7 @@ pub fn seed(scenario: &Scenario, name: &str) -> ClusterSeed {
         node_ready_delay: timing.node_ready_delay,
         api_latency: cs.api_latency(),
         api_error_rate: cs.api_error_rate(),
+        deprecated_api_requests: cs.eks.deprecated_api_requests.clone(),
         ..Behaviour::default()
     };
     for d in cs.deployments.iter().filter(|d| d.readiness_delay.is_some()) {

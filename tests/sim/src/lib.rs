@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod error;
 pub mod eviction;
 pub mod fleet;
+pub mod metrics;
 pub mod object;
 pub mod patch;
 pub mod printers;

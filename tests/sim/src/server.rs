@@ -25,6 +25,7 @@ use crate::api::{self, DeleteOptions, Deleted, Target};
 use crate::cluster::Cluster;
 use crate::discovery;
 use crate::error::ApiError;
+use crate::metrics;
 use crate::object::Object;
 use crate::patch::PatchType;
 use crate::printers::{self, IncludeObject};
@@ -155,6 +156,15 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The bearer token of cluster `name`'s kubeconfig.
+pub fn token_of(name: &str) -> String {
+    format!("flotilla-sim.{name}")
+}
+
+fn cluster_of_token(token: &str) -> Option<&str> {
+    token.strip_prefix("flotilla-sim.")
+}
+
 async fn handle(clusters: Clusters, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segs: Vec<String> = path
@@ -162,12 +172,25 @@ async fn handle(clusters: Clusters, req: Request<Incoming>) -> Response<Body> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    if segs.len() < 2 || segs[0] != "clusters" {
-        return error_response(&ApiError::no_route());
-    }
-    let Some(cluster) = clusters.get(&segs[1]).cloned() else {
+    // Each cluster is served under `/clusters/<name>`. A client that sends an absolute path
+    // without that prefix (`kubectl get --raw /metrics` drops the server URL's path) is routed
+    // by its kubeconfig's token, the way separate API servers would be told apart by host.
+    let (cluster, rest) = if segs.len() >= 2 && segs[0] == "clusters" {
+        (clusters.get(&segs[1]).cloned(), 2)
+    } else {
+        let by_token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(cluster_of_token)
+            .and_then(|name| clusters.get(name).cloned());
+        (by_token, 0)
+    };
+    let Some(cluster) = cluster else {
         return error_response(&ApiError::no_route());
     };
+    let segs = segs[rest..].to_vec();
     let method = req.method().clone();
     let span = info_span!("request", cluster = %cluster.name, %method, path = %path);
     async move {
@@ -185,6 +208,18 @@ async fn handle(clusters: Clusters, req: Request<Incoming>) -> Response<Body> {
                 .unwrap_or("")
                 .to_string()
         };
+        if segs == ["metrics"] {
+            if method != Method::GET {
+                return error_response(&ApiError::method_not_allowed(method.as_str()));
+            }
+            let minor = cluster.minor().parse().unwrap_or(0);
+            let mut r = Response::new(full(metrics::render(minor, &behaviour.deprecated_api_requests)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            return r;
+        }
         let accept = header(header::ACCEPT);
         let content_type = header(header::CONTENT_TYPE);
         let query = parse_query(req.uri().query());
@@ -208,7 +243,7 @@ async fn handle(clusters: Clusters, req: Request<Incoming>) -> Response<Body> {
         {
             return error_response(&ApiError::not_acceptable());
         }
-        match route(&cluster, &segs[2..], r).await {
+        match route(&cluster, &segs, r).await {
             Ok(resp) => resp,
             Err(e) => {
                 debug!(code = e.code, message = %e.message, "answered with an error");

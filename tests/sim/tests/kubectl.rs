@@ -365,3 +365,38 @@ async fn get_shows_server_side_columns() {
         "{pods:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_raw_metrics_counts_the_deprecated_apis_clients_call() {
+    let scenario = flotilla_sim::scenario::Scenario::from_yaml(
+        r#"
+eks:
+  deprecatedApiRequests:
+    - {api: /apis/resource.k8s.io/v1beta1/resourceclaims, removedRelease: "1.34"}
+    - {api: /apis/flowcontrol.apiserver.k8s.io/v1beta3/flowschemas/status, removedRelease: "1.36"}
+"#,
+        "deprecated.yaml",
+    )
+    .expect("scenario");
+    let (f, dir) = common::fleet_with(scenario, 1, Default::default()).await;
+    let out = kubectl_async(&dir, "sim-1", &["get", "--raw", "/metrics"]).await;
+    assert!(out.ok, "{out:?}");
+    let samples: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("apiserver_requested_deprecated_apis{"))
+        .collect();
+    assert_eq!(samples.len(), 2, "{}", out.stdout);
+    assert!(samples.iter().any(|l| l.contains(r#"group="resource.k8s.io",removed_release="1.34",resource="resourceclaims",subresource="",version="v1beta1"} 1"#)), "{samples:?}");
+    // The 1.34 control plane no longer serves resource.k8s.io/v1beta1: only the other is counted.
+    f.cluster("sim-1").expect("sim-1").set_minor("34");
+    let out = kubectl_async(&dir, "sim-1", &["get", "--raw", "/metrics"]).await;
+    assert!(out.ok, "{out:?}");
+    assert!(!out.stdout.contains("resourceclaims"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(r#"resource="flowschemas",subresource="status""#),
+        "{}",
+        out.stdout
+    );
+}

@@ -32,6 +32,7 @@ fn cluster() -> pb::Cluster {
         inventory: Some(pb::Inventory {
             addon_workloads: Vec::new(),
             addon_workloads_reported: false,
+            deprecated_api_scan: None,
             version: "v1.33.4-eks-1234567".into(),
             node_groups: vec![
                 pb::NodeGroup {

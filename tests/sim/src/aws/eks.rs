@@ -1004,7 +1004,7 @@ fn kubelet_minor(obj: &Object) -> Option<u32> {
 
 /// The upgrade insights of cluster `name`, computed from its live state and the scenario's.
 pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
-    let (minor, addons, set) = with_cluster(aws, name, |c| {
+    let (minor, addons, set, deprecated) = with_cluster(aws, name, |c| {
         Ok((
             c.minor,
             c.addons
@@ -1012,6 +1012,7 @@ pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
                 .map(|a| (a.name.clone(), a.version.clone()))
                 .collect::<Vec<_>>(),
             c.insights.clone(),
+            c.deprecated_api_requests.clone(),
         ))
     })?;
     let next = minor + 1;
@@ -1065,13 +1066,27 @@ pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
         skew.reason = "Node kubelet versions lag the control plane.".into();
     }
     out.push(skew);
-    out.push(rec(
+    let mut apis = rec(
         &format!("Deprecated APIs removed in Kubernetes v1.{next}"),
         InsightStatusValue::Passing,
         "No deprecated API usage detected within the last 30 days.",
         &format!("Checks for usage of deprecated APIs that are scheduled for removal in Kubernetes v1.{next}. Upgrading your cluster before migrating to the updated APIs supported by v1.{next} could cause application impact."),
         "Update manifests and API clients to use newer Kubernetes APIs if applicable before upgrading.",
-    ));
+    );
+    // The audit log's view of the clients still calling an API the next minor removes.
+    for d in deprecated.iter().filter(|d| d.removed_release.minor() == next) {
+        apis.status = InsightStatusValue::Error;
+        apis.reason = "Deprecated API usage detected within last 30 days.".into();
+        apis.deprecations.push(deprecation(
+            &d.api,
+            d.replaced_with.as_deref(),
+            d.removed_release,
+            None,
+            &d.user_agent,
+            1,
+        ));
+    }
+    out.push(apis);
     let mut compat = rec(
         "Amazon EKS add-on version compatibility",
         InsightStatusValue::Passing,
@@ -1113,7 +1128,9 @@ pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
             status: s.status,
             reason: s.reason.clone().unwrap_or_else(|| match s.status {
                 InsightStatusValue::Passing => "No issues detected.".into(),
-                InsightStatusValue::Error if !s.deprecated_apis.is_empty() => "Deprecated API usage detected within last 30 days.".into(),
+                InsightStatusValue::Error if !s.deprecated_apis.is_empty() => {
+                    "Deprecated API usage detected within last 30 days.".into()
+                }
                 _ => "Issues detected.".into(),
             }),
             description: s.description.clone().unwrap_or_default(),
@@ -1123,20 +1140,14 @@ pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
                 .deprecated_apis
                 .iter()
                 .map(|d| {
-                    let mut v = json!({
-                        "usage": d.usage,
-                        "stopServingVersion": d.stop_serving_version.to_string(),
-                        "clientStats": [{"userAgent": d.user_agent, "numberOfRequestsLast30Days": d.requests_last_30_days, "lastRequestTime": ts(Timestamp::now())}],
-                    });
-                    if let Value::Object(o) = &mut v {
-                        if let Some(r) = &d.replaced_with {
-                            o.insert("replacedWith".into(), json!(r));
-                        }
-                        if let Some(r) = d.start_serving_replacement_version {
-                            o.insert("startServingReplacementVersion".into(), json!(r.to_string()));
-                        }
-                    }
-                    v
+                    deprecation(
+                        &d.usage,
+                        d.replaced_with.as_deref(),
+                        d.stop_serving_version,
+                        d.start_serving_replacement_version,
+                        &d.user_agent,
+                        d.requests_last_30_days,
+                    )
                 })
                 .collect(),
             addon_compat: Vec::new(),
@@ -1155,6 +1166,31 @@ pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
         }
     }
     Ok(out)
+}
+
+/// One `deprecationDetails` entry of DescribeInsight.
+fn deprecation(
+    usage: &str,
+    replaced_with: Option<&str>,
+    stop_serving: KubeVersion,
+    start_serving_replacement: Option<KubeVersion>,
+    user_agent: &str,
+    requests: u32,
+) -> Value {
+    let mut v = json!({
+        "usage": usage,
+        "stopServingVersion": stop_serving.to_string(),
+        "clientStats": [{"userAgent": user_agent, "numberOfRequestsLast30Days": requests, "lastRequestTime": ts(Timestamp::now())}],
+    });
+    if let Value::Object(o) = &mut v {
+        if let Some(r) = replaced_with {
+            o.insert("replacedWith".into(), json!(r));
+        }
+        if let Some(r) = start_serving_replacement {
+            o.insert("startServingReplacementVersion".into(), json!(r.to_string()));
+        }
+    }
+    v
 }
 
 fn insight_summary(i: &InsightRec, now: Timestamp) -> Value {

@@ -11,9 +11,10 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api;
 use crate::object::Object;
 use crate::resources::Kind;
+use crate::scenario::eks::DeprecatedApiRequestSpec;
 use crate::store::Store;
 
-/// How a cluster's simulated kubelets and nodes behave: delays and injected faults.
+/// How a cluster's simulated kubelets, nodes and API clients behave: delays and injected faults.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
     /// Scheduled pod → containers running.
@@ -34,6 +35,8 @@ pub struct Behaviour {
     pub api_latency: Duration,
     /// Share of API calls answered 503 (0.0 ..= 1.0).
     pub api_error_rate: f64,
+    /// Clients that keep calling deprecated APIs (the API server's `/metrics` counts them).
+    pub deprecated_api_requests: Vec<DeprecatedApiRequestSpec>,
 }
 
 impl Default for Behaviour {
@@ -48,6 +51,7 @@ impl Default for Behaviour {
             not_ready_nodes: Vec::new(),
             api_latency: Duration::ZERO,
             api_error_rate: 0.0,
+            deprecated_api_requests: Vec::new(),
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::aws::catalog;
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
-    expecting = "an eks mapping (timing, faults, insights, addons)"
+    expecting = "an eks mapping (timing, faults, insights, deprecatedApiRequests, addons)"
 )]
 pub struct EksSpec {
     /// Delays of EKS operations (before `timing.timeScale`).
@@ -32,6 +32,11 @@ pub struct EksSpec {
     /// Upgrade insights that replace (same name) or add to the computed ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub insights: Vec<InsightSpec>,
+    /// Clients that keep calling deprecated Kubernetes APIs: the API server counts them in its
+    /// `apiserver_requested_deprecated_apis` metric while it still serves the API, and the computed
+    /// insight `Deprecated APIs removed in Kubernetes v1.<next>` lists those the next minor removes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deprecated_api_requests: Vec<DeprecatedApiRequestSpec>,
     /// Managed add-ons installed; absent: `vpc-cni`, `coredns` and `kube-proxy` at the default
     /// version of the cluster's Kubernetes version. `[]` installs none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,6 +295,75 @@ pub struct DeprecatedApiSpec {
     pub requests_last_30_days: u32,
 }
 
+/// A client that keeps calling a deprecated Kubernetes API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a deprecated API request such as {api: /apis/resource.k8s.io/v1beta1/resourceclaims, removedRelease: \"1.34\"}"
+)]
+pub struct DeprecatedApiRequestSpec {
+    /// The API path: `/apis/<group>/<version>/<resource>[/<subresource>]` or
+    /// `/api/v1/<resource>[/<subresource>]`.
+    pub api: String,
+    /// The release that stops serving it (the metric's `removed_release` label).
+    pub removed_release: KubeVersion,
+    /// Its replacement's path, for the insight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_with: Option<String>,
+    /// The client calling it.
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+}
+
+/// A deprecated API as the API server's metric labels it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiParts {
+    /// API group (`""` for the core group).
+    pub group: String,
+    /// Version, e.g. `v1beta1`.
+    pub version: String,
+    /// Resource (plural), e.g. `resourceclaims`.
+    pub resource: String,
+    /// Subresource, e.g. `status`, or `""`.
+    pub subresource: String,
+}
+
+impl DeprecatedApiRequestSpec {
+    /// The group, version, resource and subresource of [`Self::api`]; `None` when it is not an
+    /// API resource path.
+    pub fn parts(&self) -> Option<ApiParts> {
+        let segs: Vec<&str> = self.api.strip_prefix('/')?.split('/').collect();
+        let (group, version, rest) = match segs.as_slice() {
+            ["api", "v1", rest @ ..] => ("", "v1", rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return None,
+        };
+        let (resource, subresource) = match rest {
+            [r] => (*r, ""),
+            [r, sub] => (*r, *sub),
+            _ => return None,
+        };
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        if !ok(version) || !ok(resource) || !(subresource.is_empty() || ok(subresource)) {
+            return None;
+        }
+        if !group.is_empty() && !ok(group) {
+            return None;
+        }
+        Some(ApiParts {
+            group: group.into(),
+            version: version.into(),
+            resource: resource.into(),
+            subresource: subresource.into(),
+        })
+    }
+}
+
 fn default_user_agent() -> String {
     "kubectl/v1.33.5 (linux/amd64) kubernetes/3025e55".into()
 }
@@ -434,6 +508,19 @@ impl ClusterScenario {
                 }
             }
         }
+        for (i, d) in e.deprecated_api_requests.iter().enumerate() {
+            if d.parts().is_none() {
+                return Err(Issue::new(s, at!["eks", "deprecatedApiRequests", i, "api"], format!(
+                    "{:?} is not an API resource path; write one like /apis/resource.k8s.io/v1beta1/resourceclaims or /api/v1/componentstatuses", d.api
+                )));
+            }
+            if d.removed_release <= self.kubernetes_version {
+                return Err(Issue::new(s, at!["eks", "deprecatedApiRequests", i, "removedRelease"], format!(
+                    "{} is not after the cluster's {}: an API removed already is not served, so no client can call it; give a later release",
+                    d.removed_release, self.kubernetes_version
+                )));
+            }
+        }
         if let Some(addons) = &e.addons {
             let minor = self.kubernetes_version.minor();
             let mut seen = BTreeSet::new();
@@ -518,6 +605,39 @@ mod tests {
     }
 
     #[test]
+    fn deprecated_api_paths_split_as_the_metric_labels_them() {
+        let spec = |api: &str| DeprecatedApiRequestSpec {
+            api: api.into(),
+            removed_release: KubeVersion::new(34),
+            replaced_with: None,
+            user_agent: default_user_agent(),
+        };
+        let p = spec("/apis/flowcontrol.apiserver.k8s.io/v1beta3/flowschemas/status")
+            .parts()
+            .unwrap();
+        assert_eq!(
+            (
+                p.group.as_str(),
+                p.version.as_str(),
+                p.resource.as_str(),
+                p.subresource.as_str()
+            ),
+            ("flowcontrol.apiserver.k8s.io", "v1beta3", "flowschemas", "status")
+        );
+        let p = spec("/api/v1/componentstatuses").parts().unwrap();
+        assert_eq!((p.group.as_str(), p.resource.as_str()), ("", "componentstatuses"));
+        for bad in [
+            "apis/a/v1/x",
+            "/apis/a/v1",
+            "/apis/a/v1/x/y/z",
+            "/api/v2/x",
+            "/apis/A/v1/x",
+        ] {
+            assert!(spec(bad).parts().is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn eks_errors_are_located_and_name_the_field() {
         let e = Scenario::from_yaml("eks:\n  faults:\n    throttleRate: 2\n", "f.yaml").unwrap_err();
         assert_eq!(e.path(), "eks.faults.throttleRate");
@@ -526,6 +646,23 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.path(), "eks.addons[0].version");
         assert!(e.message().contains("v1.11.4-eksbuild.2"), "{}", e.message());
+        let e = Scenario::from_yaml(
+            "eks:\n  deprecatedApiRequests:\n    - {api: /apis/resource.k8s.io, removedRelease: \"1.34\"}\n",
+            "f.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(e.path(), "eks.deprecatedApiRequests[0].api");
+        let e = Scenario::from_yaml(
+            "eks:\n  deprecatedApiRequests:\n    - {api: /apis/resource.k8s.io/v1beta1/resourceclaims, removedRelease: \"1.33\"}\n",
+            "f.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(e.path(), "eks.deprecatedApiRequests[0].removedRelease");
+        assert!(
+            e.message().contains("not after the cluster's 1.33"),
+            "{}",
+            e.message()
+        );
         let e = Scenario::from_yaml("eks:\n  bogus: 1\n", "f.yaml").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Scenario::from_yaml(
