@@ -4,8 +4,8 @@
 //! form one trace (operation → step on the coordinator, the agent's step under the
 //! coordinator's step), that both `/metrics` endpoints count the work, and that
 //! `--log-format json` lines carry the operation's fields. Also: a rollout's span parents its
-//! operation's, and an operation stays in its trace when the coordinator is SIGKILLed and
-//! restarted.
+//! operation's, and an operation and a rollout stay in their trace when the coordinator is
+//! SIGKILLed and restarted.
 
 mod common;
 
@@ -199,6 +199,18 @@ async fn a_rollouts_migration_is_one_trace_under_its_rollout_span() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
+    stays_in_its_trace_across_a_restart(How::Migrate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_stays_in_its_trace_across_a_coordinator_restart() {
+    stays_in_its_trace_across_a_restart(How::Rollout).await;
+}
+
+/// Starts a migration (`how`), SIGKILLs the coordinator while the drain runs, restarts it, and
+/// checks that the agent's steps before and after, the restarted operation and (for a rollout)
+/// the resumed rollout are all in the trace the first process started.
+async fn stays_in_its_trace_across_a_restart(how: How) {
     let receiver = Receiver::default();
     let otlp = start_receiver(receiver.clone()).await;
     let otel_env = vec![
@@ -206,7 +218,10 @@ async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
         ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "200".to_string()),
     ];
     let mut world = World::start(
-        "telemetry-restart",
+        match how {
+            How::Migrate => "telemetry-restart",
+            How::Rollout => "telemetry-rollout-restart",
+        },
         WorldOptions {
             coordinator_env: otel_env.clone(),
             agent_env: otel_env,
@@ -225,7 +240,49 @@ async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
         .set_faults(CLUSTER, &serde_json::json!({"apiLatency": "150ms"}))
         .await
         .expect("set faults");
-    let op = start_migration(&world).await;
+    let (op, rollout) = match how {
+        How::Migrate => (start_migration(&world).await, String::new()),
+        How::Rollout => {
+            let template = write_template(world.dir());
+            let spec = rollout_spec(world.dir(), template.to_str().expect("utf-8 path"));
+            let run = world
+                .cli
+                .run(&[
+                    "rollout",
+                    "create",
+                    "-f",
+                    spec.to_str().expect("utf-8 path"),
+                    "-o",
+                    "json",
+                ])
+                .await
+                .expect("flotilla rollout create");
+            assert_eq!(run.code, Some(0), "{run}");
+            let rollout = text(&run.json().expect("json"), "/id").to_string();
+            let mut fleet = world.coordinator.fleet(OPERATOR).await.expect("fleet client");
+            let deadline = tokio::time::Instant::now() + BOUND;
+            let op = loop {
+                let ops = fleet
+                    .list_operations(pb::ListOperationsRequest {
+                        rollout_id: rollout.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("list operations")
+                    .into_inner()
+                    .operations;
+                if let Some(o) = ops.into_iter().next() {
+                    break o.id;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no operation for {rollout}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            (op, rollout)
+        }
+    };
 
     // SIGKILL once the drain is sent (nothing flushed), then the same coordinator again.
     world
@@ -261,6 +318,14 @@ async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
         pb::OperationState::Succeeded as i32,
         "{ended_op:?}"
     );
+    if how == How::Rollout {
+        let run = world
+            .cli
+            .run(&["rollout", "watch", &rollout, "-o", "json"])
+            .await
+            .expect("flotilla rollout watch");
+        assert_eq!(run.code, Some(0), "the rollout succeeds: {run}");
+    }
 
     let agent = &mut world.agent_mut().expect("agent").proc;
     agent.terminate(BOUND).await.expect("agent stops");
@@ -280,7 +345,11 @@ async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
                 && s.attr("step") == "RestoreScale"
         }) && spans
             .iter()
-            .any(|s| s.service == COORDINATOR && s.name == "operation" && s.attr("operation") == op);
+            .any(|s| s.service == COORDINATOR && s.name == "operation" && s.attr("operation") == op)
+            && (how == How::Migrate
+                || spans.iter().any(|s| {
+                    s.service == COORDINATOR && s.name == "rollout" && s.attr("rollout") == rollout
+                }));
         if done {
             break spans;
         }
@@ -325,11 +394,22 @@ async fn an_operation_stays_in_its_trace_across_a_coordinator_restart() {
         assert_eq!(s.trace_id, trace, "{s:#?}");
         assert!(!s.parent_span_id.is_empty(), "a root: {s:#?}");
     }
+    // The resumed rollout's span (the first process's, open at the kill, is lost) is a child of
+    // the CreateRollout call's span, as the first was: the same trace.
+    let rollouts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.service == COORDINATOR && s.name == "rollout" && s.attr("rollout") == rollout)
+        .collect();
+    for s in &rollouts {
+        assert_eq!(s.trace_id, trace, "{s:#?}");
+        assert!(!s.parent_span_id.is_empty(), "a root: {s:#?}");
+    }
     eprintln!(
-        "restart: {} spans in the operation's trace ({} agent run_step, {} coordinator operation)",
+        "restart ({how:?}): {} spans in the trace ({} agent run_step, {} coordinator operation, {} rollout)",
         spans.iter().filter(|s| s.trace_id == trace).count(),
         agent_steps.len(),
-        operations.len()
+        operations.len(),
+        rollouts.len()
     );
 }
 

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use flotilla_proto::telemetry;
 use jiff::Timestamp;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -226,6 +227,7 @@ impl<E: Eks + 'static> Rollouts<E> {
             rollout,
             updated_at: now,
             version: 0,
+            traceparent: telemetry::traceparent(&tracing::Span::current()),
         };
         let created = blocking(self.store(), move |s| s.create_rollout(&rec)).await?;
         self.inner
@@ -339,6 +341,10 @@ impl<E: Eks + 'static> Rollouts<E> {
         }
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let span = tracing::info_span!("rollout", rollout = %record.rollout.id);
+        // Under the CreateRollout call's span, also when resumed after a restart: one trace.
+        if let Some(tp) = &record.traceparent {
+            telemetry::set_parent(&span, telemetry::extract_traceparent(tp));
+        }
         let worker = Worker {
             rollouts: self.clone(),
             rollout_id: record.rollout.id.clone(),

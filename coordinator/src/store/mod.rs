@@ -225,6 +225,10 @@ pub struct RolloutRecord {
     /// store; whatever a caller puts here is ignored.
     #[serde(default)]
     pub version: u64,
+    /// The W3C `traceparent` of the span it was created under (the `CreateRollout` call's): a
+    /// resumed rollout's span joins the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// An event to append to a rollout's log.
@@ -454,6 +458,7 @@ fn committed(prev: &RolloutRecord, next: &Rollout, updated_at: Timestamp) -> Rol
         rollout,
         updated_at,
         version: prev.version + 1,
+        traceparent: prev.traceparent.clone(),
     }
 }
 

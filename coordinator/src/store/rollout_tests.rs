@@ -61,6 +61,7 @@ fn record(r: Rollout) -> RolloutRecord {
         rollout: r,
         updated_at: at(1),
         version: 0,
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
     }
 }
 
