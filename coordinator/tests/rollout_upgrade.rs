@@ -1,15 +1,16 @@
 //! Upgrade rollouts through the Fleet API (tonic over mTLS on 127.0.0.1), the coordinator
 //! in-process, real agents (`flotilla_agent::uplink::run`) against simulated EKS clusters: a
 //! 1.33 → 1.35 rollout (two hops per cluster) that survives a coordinator restart mid-way; a
-//! single-cluster upgrade started with StartOperation; and a cluster whose control-plane update
-//! fails, halting the rollout at its failure budget with the step and the reason.
+//! single-cluster upgrade started with StartOperation; a cluster whose control-plane update
+//! fails, halting the rollout at its failure budget with the step and the reason; and an upgrade
+//! rollout with `migrateSelfManaged` that moves each cluster off its self-managed group first.
 
 mod common;
 
 use std::time::Duration;
 
 use common::rollout::{self as ro, RolloutEnv};
-use common::wait_operation;
+use common::{migration, wait_operation};
 use flotilla_coordinator::eks::Eks;
 use flotilla_proto::fleet::v1 as pb;
 use flotilla_sim::scenario::Scenario;
@@ -206,5 +207,106 @@ async fn a_failed_control_plane_update_halts_the_rollout_with_its_step_and_reaso
         "{}",
         ro::describe(&done)
     );
+    env.stop().await;
+}
+
+/// 1.33 clusters whose workloads run on the self-managed `ng-old` (a budget lets one web pod go
+/// at a time): an upgrade must migrate them to a managed group first.
+const SELF_MANAGED: &str = r#"
+kubernetesVersion: "1.33"
+nodeGroups:
+  - {name: ng-old, type: self-managed, nodes: 3, instanceType: m5.xlarge, capacity: {pods: 30, cpu: "4", memory: 16Gi}}
+namespaces: [shop]
+deployments:
+  - {name: web, namespace: shop, replicas: 3, cpu: 100m, memory: 128Mi, pdb: {maxUnavailable: 1}}
+pods: []
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgrade_rollout_with_migrate_self_managed_migrates_each_cluster_then_upgrades_it() {
+    let scenario = Scenario::from_yaml(SELF_MANAGED, "self-managed.yaml").unwrap();
+    let env = RolloutEnv::start(&scenario, 2, &["dev"]).await;
+    let mut fleet = env.fleet();
+    let work = |migrate: bool| pb::Work {
+        kind: Some(pb::work::Kind::Upgrade(pb::UpgradeParams {
+            target_version: "1.34".into(),
+            migrate_self_managed: migrate,
+            migration: migrate.then(|| migration("ng-managed")),
+            ..Default::default()
+        })),
+    };
+
+    // Without it, the self-managed group stops the cluster in preflight, before anything changes.
+    let op = fleet
+        .start_operation(pb::StartOperationRequest {
+            cluster_id: "sim-1".into(),
+            work: Some(work(false)),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let op = wait_operation(&mut fleet, &op.id, 180, |o| common::is_final(o.state)).await;
+    assert_eq!(op.state, pb::OperationState::Failed as i32, "{op:#?}");
+    let preflight = op
+        .steps
+        .iter()
+        .find(|s| s.kind == pb::OperationStepKind::Preflight as i32)
+        .unwrap();
+    assert!(
+        format!("{preflight:?}").contains("SELF_MANAGED_NODEGROUP"),
+        "{preflight:#?}"
+    );
+    assert_eq!(eks_version(&env, "sim-1").await, "1.33");
+
+    let created = ro::create(
+        &mut fleet,
+        pb::CreateRolloutRequest {
+            name: "migrate-then-1.34".into(),
+            work: Some(work(true)),
+            stages: vec![ro::stage("all", "env=dev", 2)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = created.id;
+    let done = ro::wait_for(&mut fleet, &id, Duration::from_secs(300), "the end", |r| {
+        ro::is(r, S::Succeeded) || ro::is(r, S::Failed) || ro::is(r, S::Cancelled)
+    })
+    .await;
+    assert!(ro::is(&done, S::Succeeded), "{}", ro::describe(&done));
+    for c in ["sim-1", "sim-2"] {
+        assert_eq!(eks_version(&env, c).await, "1.34", "{c}");
+        assert_eq!(env.pdb_violations(c), 0, "{c}");
+        // The old group is gone; the managed group that replaced it was upgraded with the cluster.
+        let eks = env.coord.as_ref().unwrap().engine().eks(c).unwrap();
+        assert_eq!(eks.list_nodegroups().await.unwrap(), ["ng-managed"], "{c}");
+        let ng = eks.describe_nodegroup("ng-managed").await.unwrap();
+        assert_eq!(ng.version.as_deref(), Some("1.34"), "{c}: {ng:?}");
+        // One migration, then one upgrade hop, in that order, each once.
+        let mut ops = fleet
+            .list_operations(pb::ListOperationsRequest {
+                cluster_id: c.into(),
+                rollout_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .operations;
+        ops.sort_by_key(|o| o.created_at.as_ref().map(|t| (t.seconds, t.nanos)));
+        let kinds: Vec<&str> = ops
+            .iter()
+            .map(|o| {
+                assert_eq!(o.state, pb::OperationState::Succeeded as i32, "{o:?}");
+                match o.work.as_ref().and_then(|w| w.kind.as_ref()) {
+                    Some(pb::work::Kind::Migration(_)) => "migration",
+                    Some(pb::work::Kind::Upgrade(_)) => "upgrade",
+                    None => "none",
+                }
+            })
+            .collect();
+        assert_eq!(kinds, ["migration", "upgrade"], "{c}: {ops:#?}");
+    }
     env.stop().await;
 }
