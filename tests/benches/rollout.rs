@@ -464,6 +464,8 @@ struct Report {
     pdb_violations: u64,
     load: String,
     log_lines: usize,
+    /// EKS and Auto Scaling calls during the rollout, by shape.
+    aws_calls: Vec<(String, u64)>,
 }
 
 async fn connect(url: &str, tls: &Path) -> anyhow::Result<Client> {
@@ -584,6 +586,8 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             c.lock().stats_mut().reset();
         }
         eprintln!("[{n}] rollout: {}", yaml.replace('\n', " | "));
+        let aws = fleet.aws().context("the fleet serves no EKS API")?;
+        let calls0 = aws.calls();
         let (cpu0, bench_cpu0) = (cpu_seconds(&pid.to_string(), ticks), cpu_seconds("self", ticks));
         let t0 = Instant::now();
         let created = client.fleet.create_rollout(plan.request).await?.into_inner();
@@ -615,6 +619,16 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
         .with_context(|| format!("the rollout did not end within {bound:?}"))??;
         let wall_s = t0.elapsed().as_secs_f64();
         let cpu_rollout_s = cpu_seconds(&pid.to_string(), ticks) - cpu0;
+        let mut aws_calls: Vec<(String, u64)> = aws
+            .calls()
+            .into_iter()
+            .map(|(shape, n)| {
+                let before = calls0.get(&shape).copied().unwrap_or(0);
+                (shape, n - before)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        aws_calls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let bench_cpu_s = cpu_seconds("self", ticks) - bench_cpu0;
         let load = load_average();
         // The samplers' own cost: the same calls for a while longer, the rollout now over.
@@ -647,9 +661,8 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             let guard = c.lock();
             pdb_violations += guard.stats().stats().pdb_violations;
         }
-        let eks = fleet.aws().context("the fleet serves no EKS API")?;
         for name in &names {
-            let cp = eks.lock().clusters.get(name).map(|c| format!("1.{}", c.minor));
+            let cp = aws.lock().clusters.get(name).map(|c| format!("1.{}", c.minor));
             if cp.as_deref() == Some(k.target.as_str()) {
                 at_target += 1;
             }
@@ -692,6 +705,7 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             pdb_violations,
             load,
             log_lines: 0,
+            aws_calls,
         };
         Ok(report)
     }
@@ -795,6 +809,14 @@ fn table(r: &Report, k: &Knobs) -> String {
         format!("{:.0} / {:.0}", r.rss_start_mib, r.peak_mib),
     );
     line("coordinator log lines (info)", r.log_lines.to_string());
+    let per_cluster = |n: u64| n as f64 / r.clusters as f64;
+    line(
+        "EKS + Auto Scaling calls per cluster (all)",
+        format!("{:.1}", per_cluster(r.aws_calls.iter().map(|(_, n)| n).sum())),
+    );
+    for (shape, n) in &r.aws_calls {
+        line(&format!("  {shape}"), format!("{:.2}", per_cluster(*n)));
+    }
     line("GetRollout p50 / p99 (every 100 ms)", r.get.cell());
     line(
         "WatchRollout open → snapshot p50 / p99 (every 500 ms)",

@@ -80,6 +80,27 @@ fn error(api: &Api, e: &AwsError, request_id: &str) -> Response<Full<Bytes>> {
     }
 }
 
+/// An EKS request's shape: its method and path with names and ids as `*`
+/// (`GET /clusters/*/updates/*`).
+fn eks_shape(method: &http::Method, path: &str) -> String {
+    const WORDS: [&str; 8] = [
+        "clusters",
+        "updates",
+        "node-groups",
+        "update-version",
+        "insights",
+        "addons",
+        "update",
+        "supported-versions",
+    ];
+    let mut shape = method.to_string();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        shape.push('/');
+        shape.push_str(if WORDS.contains(&seg) { seg } else { "*" });
+    }
+    shape.replacen('/', " /", 1)
+}
+
 async fn route(aws: &Arc<Aws>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let request_id = uuid();
     let (parts, body) = req.into_parts();
@@ -125,6 +146,21 @@ async fn route(aws: &Arc<Aws>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             return error(&api, &e, &request_id);
         }
     };
+    aws.count_call(match api {
+        Api::Eks => eks_shape(&parts.method, parts.uri.path()),
+        Api::AutoScaling => {
+            let input = if parts.method == http::Method::GET {
+                parts.uri.query().unwrap_or("").as_bytes()
+            } else {
+                &body[..]
+            };
+            let action = form_urlencoded::parse(input)
+                .find(|(k, _)| k == "Action")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            format!("autoscaling {action}")
+        }
+    });
     match api {
         Api::Eks => {
             let query = parts.uri.query().unwrap_or("");
@@ -160,5 +196,26 @@ async fn route(aws: &Arc<Aws>, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eks_calls_are_counted_by_shape() {
+        assert_eq!(
+            eks_shape(&http::Method::GET, "/clusters/sim-1/updates/0f1e"),
+            "GET /clusters/*/updates/*"
+        );
+        assert_eq!(
+            eks_shape(&http::Method::POST, "/clusters/sim-1/node-groups/ng-a/update-version"),
+            "POST /clusters/*/node-groups/*/update-version"
+        );
+        assert_eq!(
+            eks_shape(&http::Method::GET, "/addons/supported-versions"),
+            "GET /addons/supported-versions"
+        );
     }
 }

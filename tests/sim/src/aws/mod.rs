@@ -44,6 +44,7 @@ pub struct Aws {
     state: Mutex<State>,
     base_throttle: f64,
     shutdown: watch::Receiver<bool>,
+    calls: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Everything the APIs know.
@@ -524,7 +525,24 @@ impl Aws {
             state: Mutex::new(state),
             base_throttle: scenario.eks.faults.throttle_rate,
             shutdown,
+            calls: Mutex::default(),
         })
+    }
+
+    /// Counts one call answered (throttled and failed ones too), by its shape: `GET
+    /// /clusters/*/updates/*` for EKS, `autoscaling <Action>` for Auto Scaling.
+    pub fn count_call(&self, shape: String) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(shape)
+            .or_default() += 1;
+    }
+
+    /// Calls answered so far, by shape (see [`Aws::count_call`]).
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Locks the state. Lock order: this before any cluster store, never the other way round.
