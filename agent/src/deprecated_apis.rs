@@ -50,7 +50,15 @@ pub async fn scan<C: Cluster>(cluster: &C) -> DeprecatedApiScan {
 
 /// The deprecated APIs in a Prometheus text exposition: the [`METRIC`] samples above zero.
 pub fn parse(text: &str) -> Result<Vec<DeprecatedApi>, String> {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+    // A big API server's /metrics runs to megabytes; only this metric's lines are parsed.
+    let ours = |l: &&str| {
+        l.strip_prefix("# TYPE ")
+            .or_else(|| l.strip_prefix("# HELP "))
+            .unwrap_or(l)
+            .strip_prefix(METRIC)
+            .is_some_and(|rest| rest.starts_with(['{', ' ']))
+    };
+    let scrape = prometheus_parse::Scrape::parse(text.lines().filter(ours).map(|l| Ok(l.to_string())))
         .map_err(|e| format!("not in the Prometheus text format: {e}"))?;
     let mut apis: Vec<DeprecatedApi> = scrape
         .samples
