@@ -1,12 +1,13 @@
 //! The coordinator's [`AwsEks`] against flotilla-sim's EKS and Auto Scaling APIs: the real
 //! aws-sdk clients over loopback, exercising create-and-wait, the self-managed ASG removal, a
-//! control-plane upgrade, throttling retried through, and error mapping.
+//! control-plane upgrade, throttling retried through, error mapping, and DescribeAddonVersions
+//! answers shared by the clusters of one connector.
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_sdk_eks::config::{Credentials, SharedCredentialsProvider};
-use flotilla_coordinator::eks::aws::{AwsEks, ConnectOptions, EksClusterConfig};
+use flotilla_coordinator::eks::aws::{AwsConnector, AwsEks, ConnectOptions, EksClusterConfig};
 use flotilla_coordinator::eks::{
     wait_nodegroup, wait_update, AsgSize, Backoff, Eks, EksError, NodegroupStatus, NodegroupTemplate,
     UpdateStatus, WaitOptions,
@@ -334,4 +335,49 @@ async fn role_arn_config_builds_an_assume_role_client() {
     .await
     .expect("client builds; STS is only called on first use");
     assert_eq!(eks.cluster_name(), "prod-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addon_versions_are_asked_once_for_every_cluster_of_a_connector() {
+    let fleet = Fleet::start_scenario(&Scenario::default_scenario(), 3, Default::default())
+        .await
+        .expect("fleet starts");
+    let aws = fleet.aws().expect("aws");
+    let asked = || {
+        aws.calls()
+            .get("GET /addons/supported-versions")
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut connector = AwsConnector::new(options());
+    let mut answers = Vec::new();
+    for c in ["sim-1", "sim-2", "sim-3"] {
+        let eks = connector.connect(&config(&fleet, c)).await.expect("connects");
+        for _ in 0..2 {
+            answers.push(
+                eks.describe_addon_versions("coredns", "1.34")
+                    .await
+                    .expect("versions"),
+            );
+        }
+    }
+    assert_eq!(asked(), 1, "{:?}", aws.calls());
+    assert!(answers.windows(2).all(|w| w[0] == w[1]));
+    assert!(answers[0].default_version.is_some(), "{:?}", answers[0]);
+    // Another add-on or minor is another question; a client of its own asks again.
+    connector
+        .connect(&config(&fleet, "sim-1"))
+        .await
+        .expect("connects")
+        .describe_addon_versions("coredns", "1.35")
+        .await
+        .expect("versions");
+    assert_eq!(asked(), 2);
+    connect(&fleet, "sim-1")
+        .await
+        .describe_addon_versions("coredns", "1.34")
+        .await
+        .expect("versions");
+    assert_eq!(asked(), 3);
+    fleet.shutdown().await;
 }

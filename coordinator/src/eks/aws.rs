@@ -2,11 +2,12 @@
 //! client, with the standard credential chain (optionally assuming a role through STS) and the
 //! SDK's standard retry mode (throttling and transient errors retried with backoff).
 
-use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_autoscaling::types::Filter;
@@ -129,6 +130,39 @@ pub struct AwsConnector {
     opts: ConnectOptions,
     /// Loaded configurations by (region, role ARN or "").
     loaded: HashMap<(String, String), SdkConfig>,
+    /// DescribeAddonVersions answers by (region, EKS endpoint or ""), shared by the clusters there.
+    addon_versions: HashMap<(String, String), Arc<AddonVersionsCache>>,
+}
+
+/// How long a DescribeAddonVersions answer is reused: the versions EKS offers for a Kubernetes
+/// minor change with add-on releases (weeks apart), not between the clusters of one rollout.
+pub const ADDON_VERSIONS_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// DescribeAddonVersions answers by (add-on, Kubernetes version), each kept for
+/// [`ADDON_VERSIONS_TTL`]: a rollout asks the same question once per add-on and cluster, and the
+/// answer is the same for every cluster of a region.
+#[derive(Debug, Default)]
+pub struct AddonVersionsCache {
+    answers: Mutex<HashMap<(String, String), (Instant, AddonVersions)>>,
+}
+
+impl AddonVersionsCache {
+    fn get(&self, addon: &str, kubernetes_version: &str) -> Option<AddonVersions> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers
+            .get(&(addon.to_string(), kubernetes_version.to_string()))
+            .filter(|(at, _)| at.elapsed() < ADDON_VERSIONS_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, v: &AddonVersions) {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.retain(|_, (at, _)| at.elapsed() < ADDON_VERSIONS_TTL);
+        answers.insert(
+            (v.addon.clone(), v.kubernetes_version.clone()),
+            (Instant::now(), v.clone()),
+        );
+    }
 }
 
 impl AwsConnector {
@@ -137,6 +171,7 @@ impl AwsConnector {
         AwsConnector {
             opts,
             loaded: HashMap::new(),
+            addon_versions: HashMap::new(),
         }
     }
 
@@ -144,12 +179,21 @@ impl AwsConnector {
     pub async fn connect(&mut self, cfg: &EksClusterConfig) -> Result<AwsEks> {
         cfg.validate()?;
         let sdk = self.sdk_config(&cfg.region, cfg.role_arn.as_deref()).await;
-        Ok(AwsEks::from_sdk_config(
+        let mut eks = AwsEks::from_sdk_config(
             &cfg.eks_cluster_name,
             &sdk,
             cfg.eks_endpoint_url.as_deref(),
             cfg.autoscaling_endpoint_url.as_deref(),
-        ))
+        );
+        eks.addon_versions = self
+            .addon_versions
+            .entry((
+                cfg.region.clone(),
+                cfg.eks_endpoint_url.clone().unwrap_or_default(),
+            ))
+            .or_default()
+            .clone();
+        Ok(eks)
     }
 
     /// The configuration for `region`, with `role` assumed through STS when given.
@@ -205,6 +249,8 @@ pub struct AwsEks {
     asg: aws_sdk_autoscaling::Client,
     /// Where failed calls are counted, when set ([`AwsEks::with_metrics`]).
     errors: Option<EksErrorCounter>,
+    /// DescribeAddonVersions answers, shared with the region's other clusters by [`AwsConnector`].
+    addon_versions: Arc<AddonVersionsCache>,
 }
 
 impl AwsEks {
@@ -239,6 +285,55 @@ impl AwsEks {
             eks: aws_sdk_eks::Client::from_conf(eks.build()),
             asg: aws_sdk_autoscaling::Client::from_conf(asg.build()),
             errors: None,
+            addon_versions: Arc::default(),
+        }
+    }
+
+    /// DescribeAddonVersions, every page: the versions of `addon` for `kubernetes_version`.
+    async fn fetch_addon_versions(&self, addon: &str, kubernetes_version: &str) -> Result<AddonVersions> {
+        let res = || format!("add-on {addon} versions for Kubernetes {kubernetes_version}");
+        let mut out = AddonVersions {
+            addon: addon.to_string(),
+            kubernetes_version: kubernetes_version.to_string(),
+            default_version: None,
+            versions: Vec::new(),
+        };
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .eks
+                .describe_addon_versions()
+                .addon_name(addon)
+                .kubernetes_version(kubernetes_version)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("DescribeAddonVersions", res(), e))?;
+            for info in page.addons().iter().filter(|i| i.addon_name() == Some(addon)) {
+                for v in info.addon_versions() {
+                    let Some(version) = v.addon_version() else {
+                        continue;
+                    };
+                    let here: Vec<_> = v
+                        .compatibilities()
+                        .iter()
+                        .filter(|c| c.cluster_version() == Some(kubernetes_version))
+                        .collect();
+                    if here.is_empty() {
+                        continue;
+                    }
+                    if here.iter().any(|c| c.default_version()) && out.default_version.is_none() {
+                        out.default_version = Some(version.to_string());
+                    }
+                    if !out.versions.iter().any(|x| x == version) {
+                        out.versions.push(version.to_string());
+                    }
+                }
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
         }
     }
 
@@ -691,50 +786,12 @@ impl Eks for AwsEks {
     }
 
     async fn describe_addon_versions(&self, addon: &str, kubernetes_version: &str) -> Result<AddonVersions> {
-        let res = || format!("add-on {addon} versions for Kubernetes {kubernetes_version}");
-        let mut out = AddonVersions {
-            addon: addon.to_string(),
-            kubernetes_version: kubernetes_version.to_string(),
-            default_version: None,
-            versions: Vec::new(),
-        };
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .eks
-                .describe_addon_versions()
-                .addon_name(addon)
-                .kubernetes_version(kubernetes_version)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.sdk_error("DescribeAddonVersions", res(), e))?;
-            for info in page.addons().iter().filter(|i| i.addon_name() == Some(addon)) {
-                for v in info.addon_versions() {
-                    let Some(version) = v.addon_version() else {
-                        continue;
-                    };
-                    let here: Vec<_> = v
-                        .compatibilities()
-                        .iter()
-                        .filter(|c| c.cluster_version() == Some(kubernetes_version))
-                        .collect();
-                    if here.is_empty() {
-                        continue;
-                    }
-                    if here.iter().any(|c| c.default_version()) && out.default_version.is_none() {
-                        out.default_version = Some(version.to_string());
-                    }
-                    if !out.versions.iter().any(|x| x == version) {
-                        out.versions.push(version.to_string());
-                    }
-                }
-            }
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
+        if let Some(v) = self.addon_versions.get(addon, kubernetes_version) {
+            return Ok(v);
         }
+        let v = self.fetch_addon_versions(addon, kubernetes_version).await?;
+        self.addon_versions.put(&v);
+        Ok(v)
     }
 
     async fn update_addon(&self, addon: &str, version: &str) -> Result<Update> {
