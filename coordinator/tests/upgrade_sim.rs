@@ -107,6 +107,7 @@ fn options(force: bool) -> UpgradeOptions {
             // A failure bound, not a timing assertion.
             timeout: Duration::from_secs(120),
         },
+        durations: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`crate::upgrade`] functions, their progress fed to the engine). Each looks at the world first,
 //! so running it again (a retry, or a re-check after a restart) issues only what is still missing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -13,7 +14,9 @@ use crate::eks::{self, AsgInfo, AsgSize, Backoff, Eks, EksError, NodegroupStatus
 use crate::operation::{RunMode, StepOutputs};
 use crate::params::{MigrationParams, Params, UpgradeParams};
 use crate::plan::Step;
-use crate::upgrade::{self, AgentInventory, Progress, StepReport, UpgradeError, UpgradeOptions};
+use crate::upgrade::{
+    self, AgentInventory, Progress, StepReport, UpdateDurations, UpgradeError, UpgradeOptions,
+};
 
 /// How the coordinator's steps wait on EKS and Auto Scaling.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +98,8 @@ pub struct StepInput<'a> {
     pub inventory: Option<&'a AgentInventory>,
     /// Where the step's progress goes.
     pub progress: &'a dyn Progress,
+    /// What EKS updates have taken across the fleet (paces the polls of the next ones).
+    pub durations: Option<Arc<UpdateDurations>>,
 }
 
 /// Runs coordinator step `step`. The one place coordinator steps are dispatched.
@@ -159,6 +164,7 @@ async fn run_upgrade_step<E: Eks + ?Sized>(
     let opts = UpgradeOptions {
         force: params.force,
         wait: waits.update,
+        durations: input.durations.clone(),
     };
     let progress = input.progress;
     match step {
@@ -436,6 +442,7 @@ mod tests {
             params: p,
             inventory: None,
             progress: &upgrade::NoProgress,
+            durations: None,
         }
     }
 

@@ -31,7 +31,7 @@ use crate::params::{MigrationParams, Params};
 use crate::plan::{Runner, Step};
 use crate::sessions::Sessions;
 use crate::store::{EventRecord, NewEvent, OperationKind, OperationRecord, Store, StoreError};
-use crate::upgrade::ProgressUpdate;
+use crate::upgrade::{ProgressUpdate, UpdateDurations};
 
 pub use eks_steps::EksWaits;
 
@@ -179,6 +179,8 @@ struct Inner<E> {
     starting: tokio::sync::Mutex<()>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
+    /// What EKS updates have taken across the fleet (paces the polls of the next ones).
+    durations: Arc<UpdateDurations>,
 }
 
 /// The engine; cheap to clone (one shared state).
@@ -256,6 +258,7 @@ impl<E: Eks + 'static> Engine<E> {
                 starting: tokio::sync::Mutex::new(()),
                 shutdown,
                 tasks: Mutex::new(JoinSet::new()),
+                durations: Arc::default(),
             }),
         }
     }
@@ -1013,6 +1016,7 @@ impl<E: Eks + 'static> Actor<E> {
         let eks = self.engine.inner.eks.get(&self.cluster).cloned();
         let params = self.params.clone();
         let waits = self.engine.inner.options.waits;
+        let durations = self.engine.inner.durations.clone();
         let cluster = self.cluster.clone();
         // Preflight and the add-ons read what the agent's Inventory step reported.
         let inventory = convert::inventory_of(&self.record);
@@ -1028,6 +1032,7 @@ impl<E: Eks + 'static> Actor<E> {
                             params: &params,
                             inventory: inventory.as_ref(),
                             progress: &progress,
+                            durations: Some(durations),
                         };
                         eks_steps::run(eks.as_ref(), step, mode, &input, &waits).await
                     }

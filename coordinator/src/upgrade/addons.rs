@@ -11,8 +11,8 @@ use tracing::Instrument;
 
 use super::version::{compare_addon_versions, image_tag};
 use super::{
-    find_in_progress, is_in_use, report, wait_for_end, AgentInventory, MinorVersion, Progress, RunMode,
-    StepReport, UpgradeError, UpgradeOptions,
+    find_in_progress, is_in_use, report, wait_for_end, AgentInventory, Issued, MinorVersion, Progress,
+    RunMode, StepReport, UpgradeError, UpgradeOptions,
 };
 use crate::eks::{wait_addon, Addon, AddonStatus, Eks, EksError, UpdateStatus, UpdateSubject};
 use crate::plan::Step;
@@ -234,7 +234,7 @@ async fn one<E: Eks + ?Sized>(
                     u.id
                 ),
             );
-            let end = wait_for_end(eks, &u.id, subject, &opts.wait).await?;
+            let end = wait_for_end(eks, &u.id, subject, opts, None).await?;
             if end.status != UpdateStatus::Successful {
                 tracing::warn!(update_id = %end.id, status = %end.status, "earlier add-on update did not succeed; deciding again");
             }
@@ -268,6 +268,7 @@ async fn one<E: Eks + ?Sized>(
             outcome,
         });
     }
+    let issued = Issued::now(format!("addon {name}"), 1);
     let update = match eks.update_addon(name, &want).await {
         Ok(u) => u,
         Err(e) if is_in_use(&e) => {
@@ -288,7 +289,7 @@ async fn one<E: Eks + ?Sized>(
             addon.version, update.id
         ),
     );
-    let end = wait_for_end(eks, &update.id, subject, &opts.wait).await?;
+    let end = wait_for_end(eks, &update.id, subject, opts, Some(&issued)).await?;
     if end.status != UpdateStatus::Successful {
         return Err(UpgradeError::AddonUpdateFailed {
             addon: name.to_string(),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::{
-    find_in_progress, is_in_use, report, wait_for_end, MinorVersion, Progress, RunMode, StepReport,
+    find_in_progress, is_in_use, report, wait_for_end, Issued, MinorVersion, Progress, RunMode, StepReport,
     UpgradeError, UpgradeOptions,
 };
 use crate::eks::{Eks, UpdateStatus, UpdateSubject};
@@ -97,10 +97,11 @@ async fn run<E: Eks + ?Sized>(
         adopted = find_in_progress(eks, UpdateSubject::Cluster, to_target).await?;
     }
     let resumed = adopted.is_some();
-    let update = match adopted {
+    let issued = Issued::now("control-plane", 1);
+    let (update, issued) = match adopted {
         Some(u) => {
             tracing::info!(update_id = %u.id, "adopting the control-plane update already in progress");
-            u
+            (u, None)
         }
         None if current == target => {
             // At the target, but another kind of update is running: let it end, then done.
@@ -113,10 +114,10 @@ async fn run<E: Eks + ?Sized>(
             });
         }
         None => match eks.update_cluster_version(&target.to_string()).await {
-            Ok(u) => u,
+            Ok(u) => (u, Some(issued)),
             Err(e) if is_in_use(&e) => {
                 match find_in_progress(eks, UpdateSubject::Cluster, to_target).await? {
-                    Some(u) => u,
+                    Some(u) => (u, None),
                     None => {
                         return Err(UpgradeError::Busy {
                             subject: format!("control plane of {}", eks.cluster_name()),
@@ -138,7 +139,7 @@ async fn run<E: Eks + ?Sized>(
             update.id
         ),
     );
-    let end = wait_for_end(eks, &update.id, UpdateSubject::Cluster, &opts.wait).await?;
+    let end = wait_for_end(eks, &update.id, UpdateSubject::Cluster, opts, issued.as_ref()).await?;
     if end.status != UpdateStatus::Successful {
         return Err(UpgradeError::ControlPlaneUpdateFailed {
             update_id: end.id,

@@ -20,10 +20,12 @@ mod addons;
 mod control_plane;
 pub mod inventory;
 mod nodegroups;
+pub mod pace;
 mod preflight;
 pub mod version;
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -40,6 +42,7 @@ pub use inventory::{
     InventoryNodeGroup, InventoryPdb,
 };
 pub use nodegroups::{upgrade_nodegroups, NodegroupOutcome, NodegroupResult, NodegroupsUpgrade};
+pub use pace::{Issued, UpdateDurations};
 pub use preflight::{preflight, Finding, InsightsCheck, NodegroupCheck, PreflightReport};
 pub use version::MinorVersion;
 
@@ -260,7 +263,7 @@ fn report(progress: &dyn Progress, step: Step, done: usize, total: usize, messag
 // === options ===
 
 /// How the upgrade steps behave.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct UpgradeOptions {
     /// Node group updates go on past pods whose PodDisruptionBudget refuses eviction
     /// (UpdateNodegroupVersion `force`); only when the rollout says so. Preflight then reports
@@ -268,6 +271,9 @@ pub struct UpgradeOptions {
     pub force: bool,
     /// How EKS updates are polled (the control plane takes tens of minutes on real EKS).
     pub wait: WaitOptions,
+    /// What updates have taken across the fleet, to pace the polls of the next ones; `None`
+    /// polls on the backoff alone.
+    pub durations: Option<Arc<UpdateDurations>>,
 }
 
 impl Default for UpgradeOptions {
@@ -278,6 +284,7 @@ impl Default for UpgradeOptions {
                 timeout: std::time::Duration::from_secs(90 * 60),
                 ..WaitOptions::default()
             },
+            durations: None,
         }
     }
 }
@@ -319,18 +326,61 @@ async fn find_in_progress<E: Eks + ?Sized>(
 }
 
 /// Waits for update `id` of `subject`; a `Failed`/`Cancelled` end is returned as the final
-/// [`Update`] (with EKS's error details) for the caller to turn into its typed error.
+/// [`Update`] (with EKS's error details) for the caller to turn into its typed error. An update
+/// this step `issued` has its polls paced by [`UpgradeOptions::durations`] and, when it
+/// succeeds, adds its duration to them.
 async fn wait_for_end<E: Eks + ?Sized>(
     eks: &E,
     id: &str,
     subject: UpdateSubject<'_>,
-    opts: &WaitOptions,
+    opts: &UpgradeOptions,
+    issued: Option<&Issued>,
 ) -> Result<Update, UpgradeError> {
-    match wait_update_of(eks, id, subject, opts).await {
-        Ok(u) => Ok(u),
-        Err(EksError::Failed { .. }) => Ok(eks.describe_update_of(id, subject).await?),
-        Err(e) => Err(e.into()),
+    let end = match paced_wait(eks, id, subject, opts, issued).await? {
+        Some(end) => end,
+        None => match wait_update_of(eks, id, subject, &opts.wait).await {
+            Ok(u) => u,
+            Err(EksError::Failed { .. }) => return Ok(eks.describe_update_of(id, subject).await?),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if let (Some(durations), Some(i), UpdateStatus::Successful) = (&opts.durations, issued, &end.status) {
+        durations.record(&i.kind, i.at.elapsed() / i.units);
     }
+    Ok(end)
+}
+
+/// When the fleet knows how long updates like `issued` take: one early look (a quick failure is
+/// seen at once), then a sleep until 80% of the usual duration. Returns the update if it already
+/// ended; `None` to go on polling.
+async fn paced_wait<E: Eks + ?Sized>(
+    eks: &E,
+    id: &str,
+    subject: UpdateSubject<'_>,
+    opts: &UpgradeOptions,
+    issued: Option<&Issued>,
+) -> Result<Option<Update>, UpgradeError> {
+    let (Some(durations), Some(i)) = (&opts.durations, issued) else {
+        return Ok(None);
+    };
+    let Some(paced) = durations.paced_poll(&i.kind, i.units) else {
+        return Ok(None);
+    };
+    let early = opts.wait.backoff.initial;
+    let paced = paced.min(opts.wait.timeout / 2);
+    if paced <= early * 2 {
+        return Ok(None);
+    }
+    tokio::time::sleep_until(i.at + early).await;
+    match eks.describe_update_of(id, subject).await {
+        Ok(u) if u.status != UpdateStatus::InProgress => return Ok(Some(u)),
+        Ok(_) => {}
+        Err(e) if e.retryable() => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::debug!(update_id = %id, kind = %i.kind, after = ?paced, "next poll near the usual end of such updates");
+    tokio::time::sleep_until(i.at + paced).await;
+    Ok(None)
 }
 
 /// Whether `e` is EKS saying another update of the subject is in progress.

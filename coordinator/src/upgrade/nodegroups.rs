@@ -7,7 +7,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::{
-    find_in_progress, is_in_use, report, wait_for_end, MinorVersion, Progress, RunMode, StepReport,
+    find_in_progress, is_in_use, report, wait_for_end, Issued, MinorVersion, Progress, RunMode, StepReport,
     UpgradeError, UpgradeOptions,
 };
 use crate::eks::{Eks, Nodegroup, NodegroupStatus, Update, UpdateStatus, UpdateSubject};
@@ -190,7 +190,7 @@ async fn one<E: Eks + ?Sized>(
                         u.id
                     ),
                 );
-                let _ = wait_for_end(eks, &u.id, subject, &opts.wait).await?;
+                let _ = wait_for_end(eks, &u.id, subject, opts, None).await?;
                 let again = eks.describe_nodegroup(name).await?;
                 if again.version.as_deref().and_then(MinorVersion::of_kubernetes) == Some(target) {
                     return Ok(result(NodegroupOutcome::AlreadyAtTarget, None));
@@ -203,15 +203,20 @@ async fn one<E: Eks + ?Sized>(
     } else {
         NodegroupOutcome::Updated
     };
-    let update = match adopted {
-        Some(u) => u,
+    // EKS replaces the group's nodes in batches of maxUnavailable.
+    let batches = u32::try_from(ng.desired_size.unwrap_or(1).max(1))
+        .unwrap_or(1)
+        .div_ceil(ng.max_unavailable_nodes().max(1));
+    let issued = Issued::now("nodegroup-batch", batches);
+    let (update, issued) = match adopted {
+        Some(u) => (u, None),
         None => match eks
             .update_nodegroup_version(name, Some(&target.to_string()), opts.force)
             .await
         {
-            Ok(u) => u,
+            Ok(u) => (u, Some(issued)),
             Err(e) if is_in_use(&e) => match find_in_progress(eks, subject, to_target).await? {
-                Some(u) => u,
+                Some(u) => (u, None),
                 None => {
                     return Err(UpgradeError::Busy {
                         subject: format!("nodegroup {name}"),
@@ -236,7 +241,7 @@ async fn one<E: Eks + ?Sized>(
             update.id
         ),
     );
-    let end = wait_for_end(eks, &update.id, subject, &opts.wait).await?;
+    let end = wait_for_end(eks, &update.id, subject, opts, issued.as_ref()).await?;
     if end.status != UpdateStatus::Successful {
         if let Some(e) = end.error_details.iter().find(|e| e.code == "PodEvictionFailure") {
             return Err(UpgradeError::PodEvictionFailure {

@@ -2,6 +2,7 @@
 //! (insights unavailable, throttling, capacity and skew findings, busy subjects, add-on
 //! decisions, self-managed add-ons), and re-checks that never issue a second update.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -26,6 +27,7 @@ fn opts(force: bool) -> UpgradeOptions {
             },
             timeout: Duration::from_secs(600),
         },
+        durations: None,
     }
 }
 
@@ -365,6 +367,68 @@ async fn eks_errors_are_typed_and_throttling_is_retryable() {
 }
 
 // === control plane ===
+
+#[tokio::test(start_paused = true)]
+async fn polls_are_paced_by_what_such_updates_took_across_the_fleet() {
+    let durations = Arc::new(UpdateDurations::default());
+    let paced = UpgradeOptions {
+        durations: Some(durations.clone()),
+        ..opts(false)
+    };
+    // Until three updates have ended, polls follow the backoff: 0 s, 1 s, 3 s (the third sees
+    // the end), and each end is learnt.
+    for _ in 0..3 {
+        let (eks, _) = cluster();
+        let t = tokio::time::Instant::now();
+        upgrade_control_plane(&eks, V34, RunMode::Fresh, &paced, &NoProgress)
+            .await
+            .expect("upgraded");
+        assert_eq!(count(&eks, "DescribeUpdate"), 3);
+        assert_eq!(t.elapsed(), Duration::from_secs(3));
+    }
+    assert_eq!(durations.median("control-plane"), Some(Duration::from_secs(3)));
+    // Then: one early look at 1 s, none again before 80% of 3 s, then the backoff.
+    let (eks, _) = cluster();
+    eks.with_state(|s| s.polls = 1);
+    let t = tokio::time::Instant::now();
+    upgrade_control_plane(&eks, V34, RunMode::Fresh, &paced, &NoProgress)
+        .await
+        .expect("upgraded");
+    assert_eq!(count(&eks, "DescribeUpdate"), 2);
+    assert_eq!(t.elapsed(), Duration::from_secs(3).mul_f64(0.8));
+
+    // A quick failure is still seen at the early look.
+    let (eks, _) = cluster();
+    eks.with_state(|s| {
+        s.polls = 0;
+        s.update_failures.insert(
+            "cluster".into(),
+            vec![UpdateErrorDetail {
+                code: "InsufficientFreeAddresses".into(),
+                message: "the subnets have too few free addresses".into(),
+                resource_ids: Vec::new(),
+            }],
+        );
+    });
+    for _ in 0..5 {
+        durations.record("control-plane", Duration::from_secs(600));
+    }
+    assert_eq!(durations.median("control-plane"), Some(Duration::from_secs(600)));
+    let t = tokio::time::Instant::now();
+    let e = upgrade_control_plane(&eks, V34, RunMode::Fresh, &paced, &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "CONTROL_PLANE_UPDATE_FAILED", "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // An adopted update (begun before this attempt) is neither paced nor learnt from.
+    let before = durations.median("control-plane");
+    let (eks, _) = cluster();
+    eks.update_cluster_version("1.34").await.unwrap();
+    upgrade_control_plane(&eks, V34, RunMode::Recheck, &paced, &NoProgress)
+        .await
+        .expect("adopted");
+    assert_eq!(durations.median("control-plane"), before);
+}
 
 #[tokio::test(start_paused = true)]
 async fn control_plane_recheck_adopts_the_update_in_flight() {

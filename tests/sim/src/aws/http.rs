@@ -210,7 +210,10 @@ mod tests {
             "GET /clusters/*/updates/*"
         );
         assert_eq!(
-            eks_shape(&http::Method::POST, "/clusters/sim-1/node-groups/ng-a/update-version"),
+            eks_shape(
+                &http::Method::POST,
+                "/clusters/sim-1/node-groups/ng-a/update-version"
+            ),
             "POST /clusters/*/node-groups/*/update-version"
         );
         assert_eq!(
