@@ -37,6 +37,24 @@ fn upgrade(target: &str) -> pb::Work {
     }
 }
 
+/// The operations rollout `id` started on `cluster`.
+async fn rollout_operations(
+    fleet: &mut flotilla_proto::fleet::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    id: &str,
+    cluster: &str,
+) -> Vec<pb::Operation> {
+    fleet
+        .list_operations(pb::ListOperationsRequest {
+            cluster_id: cluster.into(),
+            rollout_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operations
+}
+
 async fn eks_version(env: &RolloutEnv, cluster: &str) -> String {
     let eks = env
         .coord
@@ -105,16 +123,7 @@ async fn an_upgrade_rollout_takes_two_hops_and_survives_a_coordinator_restart() 
     for c in ["sim-1", "sim-2"] {
         assert_eq!(eks_version(&env, c).await, "1.35", "{c}");
         assert_eq!(env.pdb_violations(c), 0, "{c}");
-        let ops = fleet
-            .list_operations(pb::ListOperationsRequest {
-                cluster_id: c.into(),
-                rollout_id: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .operations;
+        let ops = rollout_operations(&mut fleet, &id, c).await;
         // Exactly one operation per hop, each run once.
         let mut hops: Vec<String> = ops
             .iter()
@@ -284,16 +293,7 @@ async fn an_upgrade_rollout_with_migrate_self_managed_migrates_each_cluster_then
         let ng = eks.describe_nodegroup("ng-managed").await.unwrap();
         assert_eq!(ng.version.as_deref(), Some("1.34"), "{c}: {ng:?}");
         // One migration, then one upgrade hop, in that order, each once.
-        let mut ops = fleet
-            .list_operations(pb::ListOperationsRequest {
-                cluster_id: c.into(),
-                rollout_id: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .operations;
+        let mut ops = rollout_operations(&mut fleet, &id, c).await;
         ops.sort_by_key(|o| o.created_at.as_ref().map(|t| (t.seconds, t.nanos)));
         let kinds: Vec<&str> = ops
             .iter()

@@ -426,23 +426,17 @@ async fn preflight_names_every_blocker_and_changes_nothing() {
 
 /// [`UPGRADABLE`] with clients still calling deprecated APIs: one that 1.34 removes, one removed
 /// later.
-const DEPRECATED_CALLS: &str = r#"
-kubernetesVersion: "1.33"
-nodeGroups:
-  - {name: ng-a, type: managed, nodes: 3, instanceType: m5.xlarge, capacity: {pods: 30, cpu: "4", memory: 16Gi}}
-namespaces: [shop]
-deployments:
-  - {name: web, namespace: shop, replicas: 3, cpu: 100m, memory: 128Mi, pdb: {maxUnavailable: 1}}
-pods: []
-eks:
-  deprecatedApiRequests:
-    - {api: /apis/resource.k8s.io/v1beta1/resourceclaims, removedRelease: "1.34", replacedWith: /apis/resource.k8s.io/v1/resourceclaims, userAgent: dra-driver/v0.4.1}
-    - {api: /apis/storage.k8s.io/v1beta1/volumeattributesclasses, removedRelease: "1.37"}
-"#;
+fn deprecated_calls() -> String {
+    format!(
+        "{UPGRADABLE}eks:\n  deprecatedApiRequests:\n    \
+         - {{api: /apis/resource.k8s.io/v1beta1/resourceclaims, removedRelease: \"1.34\", replacedWith: /apis/resource.k8s.io/v1/resourceclaims, userAgent: dra-driver/v0.4.1}}\n    \
+         - {{api: /apis/storage.k8s.io/v1beta1/volumeattributesclasses, removedRelease: \"1.37\"}}\n"
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deprecated_apis_still_called_block_from_the_agents_metric_and_the_insight() {
-    let sim = start(DEPRECATED_CALLS).await;
+    let sim = start(&deprecated_calls()).await;
     let inv = inventory(&sim).await;
     let e = preflight(&sim.eks, V34, &inv, &options(false), &NoProgress)
         .await

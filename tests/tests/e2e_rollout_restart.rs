@@ -113,21 +113,7 @@ async fn coordinator_sigkilled_while_a_stage_runs_and_the_rollout_completes() {
 
     let path = world.dir().join("rollout.yaml");
     std::fs::write(&path, spec()).expect("write the spec");
-    let run = world
-        .cli
-        .run(&[
-            "rollout",
-            "create",
-            "-f",
-            path.to_str().expect("utf-8"),
-            "-o",
-            "json",
-        ])
-        .await
-        .expect("flotilla rollout create");
-    assert_eq!(run.code, Some(0), "{run}");
-    let id = text(&run.json().expect("json"), "/id").to_string();
-    assert!(id.starts_with("ro-"), "{run}");
+    let id = create_rollout(&world, &path).await;
 
     // Wait until the staging stage is Running and its cluster's SurgeScale is in flight.
     let mut fleet = world.coordinator.fleet(OPERATOR).await.expect("fleet client");

@@ -245,20 +245,7 @@ async fn stays_in_its_trace_across_a_restart(how: How) {
         How::Rollout => {
             let template = write_template(world.dir());
             let spec = rollout_spec(world.dir(), template.to_str().expect("utf-8 path"));
-            let run = world
-                .cli
-                .run(&[
-                    "rollout",
-                    "create",
-                    "-f",
-                    spec.to_str().expect("utf-8 path"),
-                    "-o",
-                    "json",
-                ])
-                .await
-                .expect("flotilla rollout create");
-            assert_eq!(run.code, Some(0), "{run}");
-            let rollout = text(&run.json().expect("json"), "/id").to_string();
+            let rollout = create_rollout(&world, &spec).await;
             let mut fleet = world.coordinator.fleet(OPERATOR).await.expect("fleet client");
             let deadline = tokio::time::Instant::now() + BOUND;
             let op = loop {

@@ -92,6 +92,26 @@ pub async fn start_migration(world: &World) -> String {
     id
 }
 
+/// `flotilla rollout create -f SPEC -o json`, checked; the rollout's id.
+pub async fn create_rollout(world: &World, spec: &Path) -> String {
+    let run = world
+        .cli
+        .run(&[
+            "rollout",
+            "create",
+            "-f",
+            spec.to_str().expect("utf-8 path"),
+            "-o",
+            "json",
+        ])
+        .await
+        .expect("flotilla rollout create");
+    assert_eq!(run.code, Some(0), "{run}");
+    let id = text(&run.json().expect("json"), "/id").to_string();
+    assert!(id.starts_with("ro-"), "{run}");
+    id
+}
+
 /// The cluster before the migration.
 #[derive(Debug, Clone)]
 pub struct Before {
