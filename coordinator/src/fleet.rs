@@ -67,15 +67,7 @@ impl<E: Eks + 'static> FleetService<E> {
 
     /// A rollout on the wire, with each running cluster's live step progress.
     fn rollout_proto(&self, r: &RolloutRecord) -> pb::Rollout {
-        let mut p = rollout_convert::rollout_to_proto(&r.rollout);
-        for c in p.stages.iter_mut().flat_map(|s| s.clusters.iter_mut()) {
-            if c.state == pb::RolloutState::Running as i32 {
-                if let Some(op) = &c.operation_id {
-                    c.progress = self.engine.live_progress(op);
-                }
-            }
-        }
-        p
+        rollout_with_progress(&self.engine, r)
     }
 
     async fn rollout_command(&self, id: &str, event: RolloutEvent) -> Result<Response<pb::Rollout>, Status> {
@@ -677,6 +669,22 @@ pub fn rollout_status(e: RolloutError) -> Status {
 
 /// One WatchRollout stream: a snapshot, then the changes of every committed state, until the
 /// rollout ends.
+/// A rollout on the wire, with each running cluster's live step progress: what GetRollout
+/// answers and WatchRollout's snapshot carries.
+fn rollout_with_progress<E: Eks + 'static>(engine: &Engine<E>, r: &RolloutRecord) -> pb::Rollout {
+    let mut p = rollout_convert::rollout_to_proto(&r.rollout);
+    for c in p.stages.iter_mut().flat_map(|s| s.clusters.iter_mut()) {
+        if let Some(op) = c
+            .operation_id
+            .as_ref()
+            .filter(|_| c.state == pb::RolloutState::Running as i32)
+        {
+            c.progress = engine.live_progress(op);
+        }
+    }
+    p
+}
+
 struct RolloutWatcher<E> {
     rollouts: Rollouts<E>,
     engine: Engine<E>,
@@ -698,16 +706,7 @@ impl<E: Eks + 'static> RolloutWatcher<E> {
     }
 
     async fn snapshot(&mut self, r: &RolloutRecord) -> bool {
-        let mut p = rollout_convert::rollout_to_proto(&r.rollout);
-        for c in p.stages.iter_mut().flat_map(|s| s.clusters.iter_mut()) {
-            if let Some(op) = c
-                .operation_id
-                .as_ref()
-                .filter(|_| c.state == pb::RolloutState::Running as i32)
-            {
-                c.progress = self.engine.live_progress(op);
-            }
-        }
+        let p = rollout_with_progress(&self.engine, r);
         self.send(pb::rollout_event::Event::Snapshot(p)).await
     }
 
