@@ -1004,7 +1004,7 @@ fn kubelet_minor(obj: &Object) -> Option<u32> {
 
 /// The upgrade insights of cluster `name`, computed from its live state and the scenario's.
 pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
-    let (minor, addons, set, deprecated) = with_cluster(aws, name, |c| {
+    let (minor, addons, set) = with_cluster(aws, name, |c| {
         Ok((
             c.minor,
             c.addons
@@ -1012,7 +1012,6 @@ pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
                 .map(|a| (a.name.clone(), a.version.clone()))
                 .collect::<Vec<_>>(),
             c.insights.clone(),
-            c.deprecated_api_requests.clone(),
         ))
     })?;
     let next = minor + 1;
@@ -1024,6 +1023,11 @@ pub fn insights(aws: &Aws, name: &str) -> Result<Vec<InsightRec>, AwsError> {
                 .map(|e| (e.obj.name().to_string(), kubelet_minor(&e.obj)))
                 .collect()
         })
+        .unwrap_or_default();
+    // The calls the cluster's API server sees (its audit log, as EKS reads it).
+    let deprecated = aws
+        .cluster(name)
+        .map(|c| c.behaviour().deprecated_api_requests)
         .unwrap_or_default();
     let rec = |n: &str, status, reason: &str, description: &str, recommendation: &str| InsightRec {
         id: uuid_from(&[name, n, &next.to_string(), "insight"]),

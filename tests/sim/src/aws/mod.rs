@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::object::Object;
 use crate::resources::Kind;
-use crate::scenario::eks::{DeprecatedApiRequestSpec, EksFaultSpec, InsightSpec};
+use crate::scenario::eks::{EksFaultSpec, InsightSpec};
 use crate::scenario::{node_name, EksTiming, NodeGroupSpec, NodeGroupType, Scenario};
 use crate::server::Clusters;
 
@@ -79,8 +79,6 @@ pub struct EksCluster {
     pub faults: EksFaultSpec,
     /// Scenario-set insights.
     pub insights: Vec<InsightSpec>,
-    /// Clients calling deprecated Kubernetes APIs (the computed deprecated-API insight).
-    pub deprecated_api_requests: Vec<DeprecatedApiRequestSpec>,
     /// Node groups (managed and self-managed), each with its Auto Scaling group.
     pub groups: BTreeMap<String, Group>,
     /// Every update ever started, oldest first.
@@ -512,7 +510,6 @@ impl Aws {
                     timing: cs.eks_timing(),
                     faults: cs.eks.faults.clone(),
                     insights: cs.eks.insights.clone(),
-                    deprecated_api_requests: cs.eks.deprecated_api_requests.clone(),
                     groups,
                     updates: Vec::new(),
                     addons,
