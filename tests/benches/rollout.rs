@@ -466,6 +466,8 @@ struct Report {
     log_lines: usize,
     /// EKS and Auto Scaling calls during the rollout, by shape.
     aws_calls: Vec<(String, u64)>,
+    /// TCP connections the coordinator opened to the simulated AWS APIs during the rollout.
+    aws_connections: u64,
 }
 
 async fn connect(url: &str, tls: &Path) -> anyhow::Result<Client> {
@@ -588,6 +590,7 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
         eprintln!("[{n}] rollout: {}", yaml.replace('\n', " | "));
         let aws = fleet.aws().context("the fleet serves no EKS API")?;
         let calls0 = aws.calls();
+        let connections0 = aws.connections();
         let (cpu0, bench_cpu0) = (cpu_seconds(&pid.to_string(), ticks), cpu_seconds("self", ticks));
         let t0 = Instant::now();
         let created = client.fleet.create_rollout(plan.request).await?.into_inner();
@@ -629,6 +632,7 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             .filter(|(_, n)| *n > 0)
             .collect();
         aws_calls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let aws_connections = aws.connections() - connections0;
         let bench_cpu_s = cpu_seconds("self", ticks) - bench_cpu0;
         let load = load_average();
         // The samplers' own cost: the same calls for a while longer, the rollout now over.
@@ -706,6 +710,7 @@ async fn run(k: &Knobs, ticks: f64) -> anyhow::Result<Report> {
             load,
             log_lines: 0,
             aws_calls,
+            aws_connections,
         };
         Ok(report)
     }
@@ -817,6 +822,10 @@ fn table(r: &Report, k: &Knobs) -> String {
     for (shape, n) in &r.aws_calls {
         line(&format!("  {shape}"), format!("{:.2}", per_cluster(*n)));
     }
+    line(
+        "AWS API connections opened by the coordinator",
+        r.aws_connections.to_string(),
+    );
     line("GetRollout p50 / p99 (every 100 ms)", r.get.cell());
     line(
         "WatchRollout open → snapshot p50 / p99 (every 500 ms)",

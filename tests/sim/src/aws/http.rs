@@ -26,6 +26,7 @@ pub async fn serve(listener: TcpListener, aws: Arc<Aws>, mut shutdown: watch::Re
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
+        aws.count_connection();
         let aws = aws.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {

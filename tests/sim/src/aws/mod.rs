@@ -45,6 +45,7 @@ pub struct Aws {
     base_throttle: f64,
     shutdown: watch::Receiver<bool>,
     calls: Mutex<BTreeMap<String, u64>>,
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// Everything the APIs know.
@@ -523,6 +524,7 @@ impl Aws {
             base_throttle: scenario.eks.faults.throttle_rate,
             shutdown,
             calls: Mutex::default(),
+            connections: Default::default(),
         })
     }
 
@@ -540,6 +542,18 @@ impl Aws {
     /// Calls answered so far, by shape (see [`Aws::count_call`]).
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Counts one TCP connection accepted by the AWS listener.
+    pub fn count_connection(&self) {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// TCP connections accepted so far by the AWS listener (a client that pools its connections
+    /// opens about as many as it has calls in flight at once).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Locks the state. Lock order: this before any cluster store, never the other way round.
