@@ -15,7 +15,7 @@ use crate::operation::{RunMode, StepOutputs};
 use crate::params::{MigrationParams, Params, UpgradeParams};
 use crate::plan::Step;
 use crate::upgrade::{
-    self, AgentInventory, Progress, StepReport, UpdateDurations, UpgradeError, UpgradeOptions,
+    self, AgentInventory, Issued, Progress, StepReport, UpdateDurations, UpgradeError, UpgradeOptions,
 };
 
 /// How the coordinator's steps wait on EKS and Auto Scaling.
@@ -128,10 +128,15 @@ pub async fn run<E: Eks + ?Sized>(
             )
         })
     };
+    let durations = input.durations.as_deref();
     match step {
-        Step::CreateManagedNodegroup => create_managed_nodegroup(eks, mode, migration()?, waits).await,
-        Step::RemoveSelfManagedNodegroup => remove_self_managed_nodegroup(eks, migration()?, waits).await,
-        Step::DeleteManagedNodegroup => delete_managed_nodegroup(eks, migration()?, waits).await,
+        Step::CreateManagedNodegroup => {
+            create_managed_nodegroup(eks, mode, migration()?, waits, durations).await
+        }
+        Step::RemoveSelfManagedNodegroup => {
+            remove_self_managed_nodegroup(eks, migration()?, waits, durations).await
+        }
+        Step::DeleteManagedNodegroup => delete_managed_nodegroup(eks, migration()?, waits, durations).await,
         Step::Preflight | Step::UpgradeControlPlane | Step::UpgradeNodegroups | Step::UpgradeAddons => {
             run_upgrade_step(eks, step, mode, upgrade()?, input, waits).await
         }
@@ -207,6 +212,7 @@ async fn create_managed_nodegroup<E: Eks + ?Sized>(
     mode: RunMode,
     params: &MigrationParams,
     waits: &EksWaits,
+    durations: Option<&UpdateDurations>,
 ) -> Result<StepOutputs, Failure> {
     let name = &params.nodegroup.nodegroup_name;
     let cluster = eks.cluster_name().to_string();
@@ -217,7 +223,8 @@ async fn create_managed_nodegroup<E: Eks + ?Sized>(
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e.into()),
     };
-    let mut created = false;
+    // The create this attempt issued, if it did.
+    let mut created = None;
     let mut subnets = params.nodegroup.subnets.clone();
     match existing {
         Some(ng) if ng.status.is_failed() => {
@@ -247,8 +254,9 @@ async fn create_managed_nodegroup<E: Eks + ?Sized>(
                 subnets = old_group_subnets(eks, &params.from_nodegroup).await?;
                 template.subnets = subnets.clone();
             }
+            let issued = Issued::now("nodegroup-create", 1);
             match eks.create_nodegroup(&template).await {
-                Ok(_) => created = true,
+                Ok(_) => created = Some(issued),
                 // Created concurrently (or by an earlier attempt whose answer was lost).
                 Err(e) if e.code() == Some("ResourceInUseException") => {}
                 Err(EksError::InvalidTemplate { field, reason }) => {
@@ -263,14 +271,23 @@ async fn create_managed_nodegroup<E: Eks + ?Sized>(
             tracing::info!(nodegroup = %name, subnets = ?template.subnets, "CreateNodegroup issued");
         }
     }
+    pace(durations, created.as_ref(), &waits.nodegroup, || async {
+        Ok(eks.describe_nodegroup(name).await?.status != NodegroupStatus::Creating)
+    })
+    .await?;
     let ng = eks::wait_nodegroup(eks, name, NodegroupStatus::Active, &waits.nodegroup).await?;
+    learn(durations, created.as_ref());
     Ok(outputs(
         format!(
             "node group {name} ACTIVE ({} nodes desired){}",
             ng.desired_size.unwrap_or_default(),
-            if created { "" } else { "; it already existed" }
+            if created.is_some() {
+                ""
+            } else {
+                "; it already existed"
+            }
         ),
-        json!({"nodegroup": name, "status": ng.status.as_wire(), "created": created, "subnets": subnets}),
+        json!({"nodegroup": name, "status": ng.status.as_wire(), "created": created.is_some(), "subnets": subnets}),
     ))
 }
 
@@ -303,6 +320,7 @@ async fn remove_self_managed_nodegroup<E: Eks + ?Sized>(
     eks: &E,
     params: &MigrationParams,
     waits: &EksWaits,
+    durations: Option<&UpdateDurations>,
 ) -> Result<StepOutputs, Failure> {
     let from = &params.from_nodegroup;
     let Some(asg) = eks.find_self_managed_asg(from).await? else {
@@ -313,7 +331,10 @@ async fn remove_self_managed_nodegroup<E: Eks + ?Sized>(
     };
     let name = asg.name.clone();
     let before = asg.desired_capacity;
+    // The scale-in this attempt issued, if it did (and there were instances to terminate).
+    let mut scaled = None;
     if asg.desired_capacity != 0 || asg.min_size != 0 || asg.max_size != 0 {
+        let issued = Issued::now("asg-instances-terminate", 1);
         eks.scale_asg(
             &name,
             AsgSize {
@@ -324,15 +345,21 @@ async fn remove_self_managed_nodegroup<E: Eks + ?Sized>(
         )
         .await?;
         tracing::info!(asg = %name, before, "Auto Scaling group scaled to 0");
+        scaled = (asg.instances > 0).then_some(issued);
     }
-    let what = format!("the instances of Auto Scaling group {name} to terminate");
-    poll(&what, &waits.asg, || async {
+    let instances_left = || async {
         Ok(match eks.find_self_managed_asg(from).await? {
             Some(a) if a.instances > 0 => Err(format!("{} instances left", a.instances)),
             _ => Ok(()),
         })
+    };
+    pace(durations, scaled.as_ref(), &waits.asg, || async {
+        Ok(instances_left().await?.is_ok())
     })
     .await?;
+    let what = format!("the instances of Auto Scaling group {name} to terminate");
+    poll(&what, &waits.asg, instances_left).await?;
+    learn(durations, scaled.as_ref());
     match eks.delete_asg(&name, false).await {
         Ok(()) => {}
         // Gone already (deleted by an earlier attempt whose answer was lost).
@@ -358,6 +385,7 @@ async fn delete_managed_nodegroup<E: Eks + ?Sized>(
     eks: &E,
     params: &MigrationParams,
     waits: &EksWaits,
+    durations: Option<&UpdateDurations>,
 ) -> Result<StepOutputs, Failure> {
     let name = &params.nodegroup.nodegroup_name;
     let ng = match eks.describe_nodegroup(name).await {
@@ -383,18 +411,57 @@ async fn delete_managed_nodegroup<E: Eks + ?Sized>(
         })
         .await?;
     }
+    // The delete this attempt issued, if it did.
+    let mut deleted = None;
     if ng.status != NodegroupStatus::Deleting {
+        let issued = Issued::now("nodegroup-delete", 1);
         match eks.delete_nodegroup(name).await {
-            Ok(()) => {}
+            Ok(()) => deleted = Some(issued),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
     }
+    pace(durations, deleted.as_ref(), &waits.nodegroup, || async {
+        match eks.describe_nodegroup(name).await {
+            Ok(ng) => Ok(ng.status != NodegroupStatus::Deleting),
+            Err(e) if e.is_not_found() => Ok(true),
+            Err(e) => Err(e),
+        }
+    })
+    .await?;
     eks::wait_nodegroup_deleted(eks, name, &waits.nodegroup).await?;
+    learn(durations, deleted.as_ref());
     Ok(outputs(
         format!("node group {name} deleted"),
         json!({"nodegroup": name, "deleted": true}),
     ))
+}
+
+/// Waits out the quiet part of work this attempt `issued` ([`UpdateDurations::pace`]) when the
+/// fleet has timed its kind; `ended` looks once whether it is over. The caller's usual polls
+/// follow.
+async fn pace<F, Fut>(
+    durations: Option<&UpdateDurations>,
+    issued: Option<&Issued>,
+    wait: &WaitOptions,
+    ended: F,
+) -> Result<(), EksError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, EksError>>,
+{
+    if let (Some(d), Some(i)) = (durations, issued) {
+        d.pace(i, wait, || async { Ok(ended().await?.then_some(())) })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds how long work this attempt `issued` took to what paces the next such work.
+fn learn(durations: Option<&UpdateDurations>, issued: Option<&Issued>) {
+    if let (Some(d), Some(i)) = (durations, issued) {
+        d.ended(i);
+    }
 }
 
 /// Polls `check` (Ok(Ok) done, Ok(Err(seen)) not yet, Err a call failed) with backoff until done
@@ -558,6 +625,71 @@ mod tests {
         .await
         .unwrap();
         assert!(out.summary.contains("already removed"), "{out:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn node_group_create_and_delete_waits_are_paced_once_the_fleet_has_timed_them() {
+        let p = params();
+        let durations = UpdateDurations::default();
+        let paced = StepInput {
+            durations: Some(Arc::new(durations)),
+            ..input(&p)
+        };
+        let durations = paced.durations.as_deref().expect("set");
+        let mut w = waits();
+        w.nodegroup = WaitOptions {
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(5),
+                factor: 2.0,
+                jitter: 0.0,
+            },
+            timeout: Duration::from_secs(600),
+        };
+        let eks = FakeEks::new("c", "1.33");
+        eks.add_self_managed_asg("asg-old", "ng-old", size(3));
+        let describes = |eks: &FakeEks| {
+            eks.calls()
+                .iter()
+                .filter(|c| c.starts_with("DescribeNodegroup"))
+                .count()
+        };
+        // Not yet timed: the look for an existing group, then the backoff's polls (0 s, 1 s,
+        // 3 s; CREATING for two of them); the create's 3 s is learnt.
+        let t = tokio::time::Instant::now();
+        run(&eks, Step::CreateManagedNodegroup, RunMode::Fresh, &paced, &w)
+            .await
+            .unwrap();
+        assert_eq!((describes(&eks), t.elapsed()), (4, Duration::from_secs(3)));
+        assert_eq!(durations.low("nodegroup-create"), None);
+        // Later creates took a minute (the last 32 count), deletes 40 s.
+        for _ in 0..32 {
+            durations.record("nodegroup-create", Duration::from_secs(60));
+        }
+        for _ in 0..3 {
+            durations.record("nodegroup-delete", Duration::from_secs(40));
+        }
+        // Timed: the look, the early look at 1 s (CREATING), then nothing until one backoff
+        // step short of the 60 s such creates took, when it is ACTIVE.
+        let eks = FakeEks::new("c", "1.33");
+        eks.add_self_managed_asg("asg-old", "ng-old", size(3));
+        eks.with_state(|s| s.polls = 1);
+        let t = tokio::time::Instant::now();
+        run(&eks, Step::CreateManagedNodegroup, RunMode::Fresh, &paced, &w)
+            .await
+            .unwrap();
+        assert_eq!((describes(&eks), t.elapsed()), (3, Duration::from_secs(59)));
+        // The rollback's delete likewise: the look, the early look, then at 39 s it is gone.
+        let t = tokio::time::Instant::now();
+        let out = run(&eks, Step::DeleteManagedNodegroup, RunMode::Fresh, &paced, &w)
+            .await
+            .unwrap();
+        assert!(out.summary.contains("deleted"), "{out:?}");
+        assert_eq!((describes(&eks), t.elapsed()), (6, Duration::from_secs(39)));
+        // Both ends are learnt: the delete's 39 s is now the shortest of four; one 59 s create
+        // among 31 of 60 s leaves their 10th percentile at 60 s.
+        assert_eq!(durations.low("nodegroup-create"), Some(Duration::from_secs(60)));
+        assert_eq!(durations.low("nodegroup-delete"), Some(Duration::from_secs(39)));
     }
 
     #[tokio::test]

@@ -345,14 +345,13 @@ async fn wait_for_end<E: Eks + ?Sized>(
         },
     };
     if let (Some(durations), Some(i), UpdateStatus::Successful) = (&opts.durations, issued, &end.status) {
-        durations.record(&i.kind, i.at.elapsed() / i.units);
+        durations.ended(i);
     }
     Ok(end)
 }
 
-/// When the fleet knows how long updates like `issued` take: one early look (a quick failure is
-/// seen at once), then a sleep until 80% of the usual duration. Returns the update if it already
-/// ended; `None` to go on polling.
+/// [`UpdateDurations::pace`] for update `id`, when this step issued it and the fleet has timed
+/// its kind. Returns the update if it already ended; `None` to go on polling.
 async fn paced_wait<E: Eks + ?Sized>(
     eks: &E,
     id: &str,
@@ -363,24 +362,11 @@ async fn paced_wait<E: Eks + ?Sized>(
     let (Some(durations), Some(i)) = (&opts.durations, issued) else {
         return Ok(None);
     };
-    let Some(paced) = durations.paced_poll(&i.kind, i.units) else {
-        return Ok(None);
+    let look = || async {
+        let u = eks.describe_update_of(id, subject).await?;
+        Ok((u.status != UpdateStatus::InProgress).then_some(u))
     };
-    let early = opts.wait.backoff.initial;
-    let paced = paced.min(opts.wait.timeout / 2);
-    if paced <= early * 2 {
-        return Ok(None);
-    }
-    tokio::time::sleep_until(i.at + early).await;
-    match eks.describe_update_of(id, subject).await {
-        Ok(u) if u.status != UpdateStatus::InProgress => return Ok(Some(u)),
-        Ok(_) => {}
-        Err(e) if e.retryable() => {}
-        Err(e) => return Err(e.into()),
-    }
-    tracing::debug!(update_id = %id, kind = %i.kind, after = ?paced, "next poll near the usual end of such updates");
-    tokio::time::sleep_until(i.at + paced).await;
-    Ok(None)
+    Ok(durations.pace(i, &opts.wait, look).await?)
 }
 
 /// Whether `e` is EKS saying another update of the subject is in progress.
