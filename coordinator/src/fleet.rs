@@ -710,7 +710,7 @@ impl<E: Eks + 'static> RolloutWatcher<E> {
         self.send(pb::rollout_event::Event::Snapshot(p)).await
     }
 
-    async fn run(mut self, record: RolloutRecord, mut updates: broadcast::Receiver<Arc<RolloutRecord>>) {
+    async fn run(mut self, record: Arc<RolloutRecord>, mut updates: broadcast::Receiver<Arc<RolloutRecord>>) {
         if !self.snapshot(&record).await {
             return;
         }
@@ -748,7 +748,7 @@ impl<E: Eks + 'static> RolloutWatcher<E> {
             if next.rollout.is_final() {
                 return;
             }
-            last = (*next).clone();
+            last = next;
         }
     }
 }

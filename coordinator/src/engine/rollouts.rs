@@ -21,7 +21,7 @@
 //!   then marks the clusters whose agents are not connected (yet) as disconnected.
 //! - **Watchers** get every committed state ([`Rollouts::subscribe`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -84,6 +84,9 @@ enum Input {
 /// to this much later.
 pub const COMMIT_WINDOW: Duration = Duration::from_millis(50);
 
+/// How many rollouts that ended are kept in memory for reads ([`Rollouts::get`]).
+const FINISHED_KEPT: usize = 8;
+
 struct Inner<E> {
     engine: Engine<E>,
     clusters: Arc<ClustersFile>,
@@ -91,6 +94,10 @@ struct Inner<E> {
     /// The last committed state of every rollout a task runs (what the store holds), so reads
     /// need not decode it from the store.
     latest: Mutex<HashMap<String, Arc<RolloutRecord>>>,
+    /// The last few rollouts that ended in this process, newest last: operators and dashboards
+    /// keep reading a rollout that just ended, and decoding a big one from the store each time
+    /// costs milliseconds.
+    finished: Mutex<VecDeque<Arc<RolloutRecord>>>,
     updates: broadcast::Sender<Arc<RolloutRecord>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
@@ -172,6 +179,7 @@ impl<E: Eks + 'static> Rollouts<E> {
                 clusters,
                 actors: Mutex::default(),
                 latest: Mutex::default(),
+                finished: Mutex::default(),
                 updates,
                 shutdown,
                 tasks: Mutex::new(JoinSet::new()),
@@ -240,13 +248,17 @@ impl<E: Eks + 'static> Rollouts<E> {
     }
 
     /// The rollout `id`: its last committed state.
-    pub async fn get(&self, id: &str) -> Result<RolloutRecord, RolloutError> {
+    pub async fn get(&self, id: &str) -> Result<Arc<RolloutRecord>, RolloutError> {
         if let Some(r) = lock(&self.inner.latest).get(id) {
-            return Ok(RolloutRecord::clone(r));
+            return Ok(r.clone());
+        }
+        if let Some(r) = lock(&self.inner.finished).iter().find(|r| r.rollout.id == id) {
+            return Ok(r.clone());
         }
         let key = id.to_string();
         blocking(self.store(), move |s| s.get_rollout(&key))
             .await?
+            .map(Arc::new)
             .ok_or_else(|| RolloutError::NotFound(id.to_string()))
     }
 
@@ -258,7 +270,7 @@ impl<E: Eks + 'static> Rollouts<E> {
     /// Applies an operator command (pause, resume, cancel, approve) once [`Rollout::check`]
     /// allows it; answers with the committed state.
     pub async fn command(&self, id: &str, event: Event) -> Result<RolloutRecord, RolloutError> {
-        let record = self.get(id).await?;
+        let record = RolloutRecord::clone(&*self.get(id).await?);
         if record.rollout.is_final() {
             // Nothing runs it; the check explains (or the command is a repeat that took effect).
             record.rollout.check(&event, Timestamp::now())?;
@@ -454,8 +466,14 @@ impl<E: Eks + 'static> Actor<E> {
                 let mut actors = lock(&self.rollouts.inner.actors);
                 if rx.is_empty() {
                     actors.remove(&self.record.rollout.id);
-                    // Read from the store from now on (it holds this final state).
-                    lock(&self.rollouts.inner.latest).remove(&self.record.rollout.id);
+                    // Kept among the few just finished; read from the store once it drops out.
+                    let last = lock(&self.rollouts.inner.latest).remove(&self.record.rollout.id);
+                    let mut finished = lock(&self.rollouts.inner.finished);
+                    finished.retain(|r| r.rollout.id != self.record.rollout.id);
+                    finished.push_back(last.unwrap_or_else(|| Arc::new(self.record.clone())));
+                    while finished.len() > FINISHED_KEPT {
+                        finished.pop_front();
+                    }
                     break;
                 }
             }
