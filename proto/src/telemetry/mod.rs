@@ -31,6 +31,7 @@
 pub mod metrics;
 pub mod propagation;
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -177,7 +178,10 @@ pub fn init(service_name: &str, format: LogFormat, filter: &str) -> Result<Telem
             filter: filter.to_string(),
             message: e.to_string(),
         })?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a terminal: a file, journald or `kubectl logs` would keep the escapes.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let logs = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().with_current_span(true).with_span_list(true).boxed(),
@@ -343,5 +347,43 @@ mod tests {
             err.contains("--log") && err.contains("info,flotilla_agent=debug"),
             "{err}"
         );
+    }
+
+    /// Set in the child process of the test below.
+    const CHILD: &str = "FLOTILLA_TELEMETRY_LOG_CHILD";
+
+    #[test]
+    fn text_logs_into_a_pipe_carry_no_colour_escapes() {
+        if std::env::var_os(CHILD).is_some() {
+            // The child: a fresh process, so the subscriber can be installed.
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let _in_rt = rt.enter();
+            let _guard = init("flotilla-test", LogFormat::Text, "info").expect("init");
+            let span = tracing::info_span!("operation", cluster = "sim-1");
+            let _entered = span.enter();
+            tracing::warn!(step = "Drain", "logged from the child");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "telemetry::tests::text_logs_into_a_pipe_carry_no_colour_escapes",
+            ])
+            .env(CHILD, "1")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .output()
+            .expect("the child runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("logged from the child"))
+            .unwrap_or_else(|| panic!("no log line in {stderr:?}"));
+        assert!(
+            line.contains("WARN") && line.contains("cluster=\"sim-1\"") && line.contains("step=\"Drain\""),
+            "{line:?}"
+        );
+        assert!(!line.contains('\x1b'), "escape codes in {line:?}");
     }
 }
