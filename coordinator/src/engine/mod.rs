@@ -38,7 +38,9 @@ pub use eks_steps::EksWaits;
 /// How the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineOptions {
-    /// How often every operation gets [`Event::Tick`] (starts retries whose backoff elapsed).
+    /// The longest an operation waiting to retry sleeps before it looks at the clock again: it
+    /// gets [`Event::Tick`] when its retry is due, or after this long if that comes first (a
+    /// wall-clock step is then noticed). An operation with no retry due gets no ticks.
     pub tick: Duration,
     /// How coordinator steps wait on EKS and Auto Scaling.
     pub waits: EksWaits,
@@ -726,16 +728,20 @@ impl<E: Eks + 'static> Actor<E> {
                 self.record = stored;
             }
         }
-        let mut tick = tokio::time::interval(self.engine.inner.options.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        let tick = self.engine.inner.options.tick;
         loop {
+            // Ticks only start retries whose wait is over: none while no retry is due (a fleet's
+            // worth of idle operations would otherwise wake for nothing), and one when it is.
+            let due = self.machine.next_deadline().map(|at| {
+                let left = at.duration_since(Timestamp::now());
+                std::time::Duration::try_from(left).unwrap_or_default().min(tick)
+            });
             let input = tokio::select! {
                 i = rx.recv() => match i {
                     Some(i) => i,
                     None => break,
                 },
-                _ = tick.tick() => Input::event(Event::Tick),
+                _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Input::event(Event::Tick),
             };
             self.handle(input).await;
             if self.machine.is_terminal() {

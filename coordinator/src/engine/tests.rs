@@ -228,3 +228,58 @@ async fn a_restarted_engine_resends_the_step_in_flight() {
     );
     second.shutdown().await;
 }
+
+/// Real time: the operation's deadlines are wall-clock timestamps, which paused tokio time does
+/// not move. Inventory backs off 10 s after its first failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_issued_when_its_backoff_ends_without_periodic_ticks() {
+    let (store, sessions) = (Arc::new(MemStore::default()), Arc::new(Sessions::new()));
+    let eks = Arc::new(FakeEks::new("c", "1.33"));
+    // A tick far longer than the retry's backoff: only the operation's own deadline can start
+    // the retry in time.
+    let opts = EngineOptions {
+        tick: Duration::from_secs(3600),
+        ..options()
+    };
+    let engine = Engine::new(
+        store.clone(),
+        HashMap::from([("c".to_string(), eks)]),
+        sessions.clone(),
+        opts,
+    );
+    let Opened { mut rx, .. } = sessions.open("c", "test", None);
+    let params = crate::params::UpgradeParams {
+        from: crate::upgrade::MinorVersion::new(1, 33),
+        target: crate::upgrade::MinorVersion::new(1, 34),
+        force: false,
+    };
+    let now = Timestamp::now();
+    let op = record::new_upgrade(new_operation_id(now), "c", &params, "test".into(), None, now);
+    let op = engine.start(op).await.expect("started");
+    let run = run_step(&mut rx).await;
+    assert_eq!((run.step_id.as_str(), run.attempt), ("Inventory", 1));
+    let mut result = failed(&run);
+    if let Some(pb::step_result::Outcome::Error(e)) = result.outcome.as_mut() {
+        e.retryable = true;
+    }
+    let failed_at = tokio::time::Instant::now();
+    engine.deliver_result("c", result).await.unwrap();
+    ack(&mut rx).await;
+    wait_state(&store, &op.id, |r| {
+        matches!(r.machine, Some(Machine::WaitingRetry { attempt: 2, .. }))
+    })
+    .await;
+    let retry = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let m = rx.recv().await.expect("session open").expect("not an error");
+            if let Some(pb::coordinator_message::Message::RunStep(r)) = m.message {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("the retry is issued once its backoff ends");
+    assert_eq!((retry.step_id.as_str(), retry.attempt), ("Inventory", 2));
+    let waited = failed_at.elapsed();
+    assert!(waited >= Duration::from_secs(10), "retried after {waited:?}");
+}

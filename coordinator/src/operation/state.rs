@@ -16,8 +16,8 @@
 //!    acked; the caller persists the new state, then acks. Results whose (step, attempt) is not
 //!    the one in flight — duplicates, late results of an earlier attempt — leave the state
 //!    unchanged and yield no action, so acking them is always safe.
-//! 3. **Tick.** The caller sends [`Event::Tick`] periodically (or when the earliest
-//!    `until`/`retry_at` comes due); it starts retries whose backoff has elapsed.
+//! 3. **Tick.** The caller sends [`Event::Tick`] when [`OperationState::next_deadline`] comes due
+//!    (or periodically); it starts retries whose backoff has elapsed.
 //!
 //! # Cancel
 //!
@@ -282,6 +282,16 @@ impl OperationState {
                 | OperationState::Cancelled
                 | OperationState::RolledBack { .. }
         )
+    }
+
+    /// When this state next needs [`Event::Tick`]: the time its retry waits for. `None` when
+    /// only other events move it.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        match self {
+            OperationState::WaitingRetry { until, .. } => Some(*until),
+            OperationState::RollingBack { retry_at, .. } => *retry_at,
+            _ => None,
+        }
     }
 
     /// The (step, attempt) in flight, if any: the only pair whose results are accepted.
