@@ -97,7 +97,7 @@ pub struct ServeOptions {
     pub clusters: ClustersFile,
     /// The agents' heartbeat interval; a session silent for three of them is dropped.
     pub heartbeat_interval: Duration,
-    /// Engine tick and EKS waits.
+    /// How operations wait: for their retries, and on EKS.
     pub engine: EngineOptions,
     /// How the EKS and Auto Scaling clients connect (retries, timeouts, credentials).
     pub eks: ConnectOptions,
@@ -106,7 +106,7 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Options with production defaults: 10 s heartbeats, 1 s ticks, standard AWS credentials.
+    /// Options with production defaults: 10 s heartbeats, EKS polls from 5 s to 60 s, standard AWS credentials.
     pub fn new(listen: SocketAddr, data_dir: PathBuf, tls_dir: PathBuf, clusters: ClustersFile) -> Self {
         ServeOptions {
             listen,

@@ -6,8 +6,8 @@
 //!   on loopback) and one real agent (`flotilla_agent::uplink`, mTLS, kube-rs) per cluster, as
 //!   the demo does. The coordinator runs alone in a child process: this binary re-executed with
 //!   `FLOTILLA_BENCH_ROLE=coordinator`, which starts `flotilla_coordinator::server::Coordinator`
-//!   (the library `flotilla-coordinator serve` runs) with the demo's engine timings (200 ms tick,
-//!   EKS polls from 100 ms to 1 s; the binary's defaults, 1 s and 5–60 s, are for real EKS) and
+//!   (the library `flotilla-coordinator serve` runs) with the demo's engine timings (EKS polls
+//!   from 100 ms to 1 s; the binary's default, 5–60 s, is for real EKS) and
 //!   info logs to a file. Its CPU time (utime + stime) and peak RSS (VmHWM) come from
 //!   /proc/<pid>, so they hold the coordinator and nothing else.
 //! - **Lower limit.** What the simulated delays force on one cluster, per minor hop: the control
@@ -868,7 +868,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(
         out,
         "\nNotes: the coordinator is its own process (this binary re-executed; the flotilla-coordinator library's \
-         Coordinator with 200 ms ticks and 100 ms–1 s EKS polls, info logs to a file); its CPU and RSS are from \
+         Coordinator with 100 ms–1 s EKS polls, info logs to a file); its CPU and RSS are from \
          /proc/<pid>. The simulator, the {} agents (real uplinks over mTLS, kube-rs) and the sampling clients share \
          the other process and the same CPUs; the machine is shared with other work (see the load average).",
         report.clusters

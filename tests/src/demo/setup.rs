@@ -79,7 +79,7 @@ pub fn eks_options() -> ConnectOptions {
     }
 }
 
-/// Short ticks and EKS polls for the simulator's second-scale delays; the timeouts only bound
+/// Short EKS polls (and retry-clock checks) for the simulator's second-scale delays; the timeouts only bound
 /// failures (also what the rollout benchmark's coordinator process uses).
 pub fn engine_options() -> EngineOptions {
     let wait = WaitOptions {
