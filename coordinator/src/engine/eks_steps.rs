@@ -15,7 +15,8 @@ use crate::operation::{RunMode, StepOutputs};
 use crate::params::{MigrationParams, Params, UpgradeParams};
 use crate::plan::Step;
 use crate::upgrade::{
-    self, AgentInventory, Issued, Progress, StepReport, UpdateDurations, UpgradeError, UpgradeOptions,
+    self, learn, pace_issued, AgentInventory, Issued, Progress, StepReport, UpdateDurations, UpgradeError,
+    UpgradeOptions,
 };
 
 /// How the coordinator's steps wait on EKS and Auto Scaling.
@@ -271,8 +272,8 @@ async fn create_managed_nodegroup<E: Eks + ?Sized>(
             tracing::info!(nodegroup = %name, subnets = ?template.subnets, "CreateNodegroup issued");
         }
     }
-    pace(durations, created.as_ref(), &waits.nodegroup, || async {
-        Ok(eks.describe_nodegroup(name).await?.status != NodegroupStatus::Creating)
+    pace_issued(durations, created.as_ref(), &waits.nodegroup, || async {
+        Ok((eks.describe_nodegroup(name).await?.status != NodegroupStatus::Creating).then_some(()))
     })
     .await?;
     let ng = eks::wait_nodegroup(eks, name, NodegroupStatus::Active, &waits.nodegroup).await?;
@@ -353,8 +354,8 @@ async fn remove_self_managed_nodegroup<E: Eks + ?Sized>(
             _ => Ok(()),
         })
     };
-    pace(durations, scaled.as_ref(), &waits.asg, || async {
-        Ok(instances_left().await?.is_ok())
+    pace_issued(durations, scaled.as_ref(), &waits.asg, || async {
+        Ok(instances_left().await?.ok())
     })
     .await?;
     let what = format!("the instances of Auto Scaling group {name} to terminate");
@@ -421,10 +422,10 @@ async fn delete_managed_nodegroup<E: Eks + ?Sized>(
             Err(e) => return Err(e.into()),
         }
     }
-    pace(durations, deleted.as_ref(), &waits.nodegroup, || async {
+    pace_issued(durations, deleted.as_ref(), &waits.nodegroup, || async {
         match eks.describe_nodegroup(name).await {
-            Ok(ng) => Ok(ng.status != NodegroupStatus::Deleting),
-            Err(e) if e.is_not_found() => Ok(true),
+            Ok(ng) => Ok((ng.status != NodegroupStatus::Deleting).then_some(())),
+            Err(e) if e.is_not_found() => Ok(Some(())),
             Err(e) => Err(e),
         }
     })
@@ -435,33 +436,6 @@ async fn delete_managed_nodegroup<E: Eks + ?Sized>(
         format!("node group {name} deleted"),
         json!({"nodegroup": name, "deleted": true}),
     ))
-}
-
-/// Waits out the quiet part of work this attempt `issued` ([`UpdateDurations::pace`]) when the
-/// fleet has timed its kind; `ended` looks once whether it is over. The caller's usual polls
-/// follow.
-async fn pace<F, Fut>(
-    durations: Option<&UpdateDurations>,
-    issued: Option<&Issued>,
-    wait: &WaitOptions,
-    ended: F,
-) -> Result<(), EksError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, EksError>>,
-{
-    if let (Some(d), Some(i)) = (durations, issued) {
-        d.pace(i, wait, || async { Ok(ended().await?.then_some(())) })
-            .await?;
-    }
-    Ok(())
-}
-
-/// Adds how long work this attempt `issued` took to what paces the next such work.
-fn learn(durations: Option<&UpdateDurations>, issued: Option<&Issued>) {
-    if let (Some(d), Some(i)) = (durations, issued) {
-        d.ended(i);
-    }
 }
 
 /// Polls `check` (Ok(Ok) done, Ok(Err(seen)) not yet, Err a call failed) with backoff until done

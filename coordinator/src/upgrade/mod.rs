@@ -42,7 +42,7 @@ pub use inventory::{
     InventoryNodeGroup, InventoryPdb,
 };
 pub use nodegroups::{upgrade_nodegroups, NodegroupOutcome, NodegroupResult, NodegroupsUpgrade};
-pub use pace::{Issued, UpdateDurations};
+pub use pace::{learn, pace_issued, Issued, UpdateDurations};
 pub use preflight::{preflight, Finding, InsightsCheck, NodegroupCheck, PreflightReport};
 pub use version::MinorVersion;
 
@@ -336,7 +336,12 @@ async fn wait_for_end<E: Eks + ?Sized>(
     opts: &UpgradeOptions,
     issued: Option<&Issued>,
 ) -> Result<Update, UpgradeError> {
-    let end = match paced_wait(eks, id, subject, opts, issued).await? {
+    let durations = opts.durations.as_deref();
+    let look = || async {
+        let u = eks.describe_update_of(id, subject).await?;
+        Ok((u.status != UpdateStatus::InProgress).then_some(u))
+    };
+    let end = match pace_issued(durations, issued, &opts.wait, look).await? {
         Some(end) => end,
         None => match wait_update_of(eks, id, subject, &opts.wait).await {
             Ok(u) => u,
@@ -344,29 +349,10 @@ async fn wait_for_end<E: Eks + ?Sized>(
             Err(e) => return Err(e.into()),
         },
     };
-    if let (Some(durations), Some(i), UpdateStatus::Successful) = (&opts.durations, issued, &end.status) {
-        durations.ended(i);
+    if end.status == UpdateStatus::Successful {
+        learn(durations, issued);
     }
     Ok(end)
-}
-
-/// [`UpdateDurations::pace`] for update `id`, when this step issued it and the fleet has timed
-/// its kind. Returns the update if it already ended; `None` to go on polling.
-async fn paced_wait<E: Eks + ?Sized>(
-    eks: &E,
-    id: &str,
-    subject: UpdateSubject<'_>,
-    opts: &UpgradeOptions,
-    issued: Option<&Issued>,
-) -> Result<Option<Update>, UpgradeError> {
-    let (Some(durations), Some(i)) = (&opts.durations, issued) else {
-        return Ok(None);
-    };
-    let look = || async {
-        let u = eks.describe_update_of(id, subject).await?;
-        Ok((u.status != UpdateStatus::InProgress).then_some(u))
-    };
-    Ok(durations.pace(i, &opts.wait, look).await?)
 }
 
 /// Whether `e` is EKS saying another update of the subject is in progress.

@@ -97,6 +97,32 @@ impl UpdateDurations {
     }
 }
 
+/// [`UpdateDurations::pace`] for work this attempt `issued`, when there is such work and a
+/// fleet's durations to pace it by; `Ok(None)` at once otherwise (an update adopted after a
+/// restart, or a group that already existed, is not paced).
+pub async fn pace_issued<T, Fut>(
+    durations: Option<&UpdateDurations>,
+    issued: Option<&Issued>,
+    wait: &WaitOptions,
+    look: impl FnOnce() -> Fut,
+) -> Result<Option<T>, EksError>
+where
+    Fut: Future<Output = Result<Option<T>, EksError>>,
+{
+    match (durations, issued) {
+        (Some(d), Some(i)) => d.pace(i, wait, look).await,
+        _ => Ok(None),
+    }
+}
+
+/// [`UpdateDurations::ended`] for work this attempt `issued`, when there is such work and a
+/// fleet's durations to learn it into (nothing adopted is learnt from).
+pub fn learn(durations: Option<&UpdateDurations>, issued: Option<&Issued>) {
+    if let (Some(d), Some(i)) = (durations, issued) {
+        d.ended(i);
+    }
+}
+
 /// Work a step issued, for pacing its polls and learning from its end.
 #[derive(Debug, Clone)]
 pub struct Issued {
