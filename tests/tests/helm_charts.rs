@@ -930,6 +930,8 @@ struct ClusterEntry {
     role_arn: Option<String>,
     eks_endpoint_url: Option<String>,
     autoscaling_endpoint_url: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 /// The clusters file the coordinator reads: the ConfigMap key behind `--clusters`.
@@ -953,6 +955,9 @@ fn clusters_file(r: &Rendered, spec: &PodSpec, c: &Container) -> ClustersFile {
         .as_ref()
         .and_then(|d| d.get(key))
         .expect("the clusters file key");
+    // What the coordinator itself reads from it.
+    flotilla_coordinator::config::ClustersFile::parse(Path::new(arg), text)
+        .unwrap_or_else(|e| panic!("the coordinator refuses the rendered clusters file: {e}\n{text}"));
     serde_yaml::from_str(text).unwrap_or_else(|e| panic!("clusters file: {e}\n{text}"))
 }
 
@@ -1115,8 +1120,10 @@ fn coordinator_renders_the_example_values() {
             role_arn: Some("arn:aws:iam::222233334444:role/flotilla-prod".into()),
             eks_endpoint_url: None,
             autoscaling_endpoint_url: None,
+            labels: BTreeMap::from([("env".into(), "prod".into())]),
         }
     );
+    assert_eq!(file.clusters[2].labels["team/payments"], "true");
 
     // IRSA on the ServiceAccount.
     assert_eq!(
@@ -1286,6 +1293,14 @@ fn schemas_refuse_bad_values_naming_the_field() {
                 set("clusters[0].name=Prod,clusters[0].region=eu-west-1,clusters[0].eksClusterName=a"),
             ],
             &["/clusters/0/name"],
+        ),
+        (
+            COORDINATOR,
+            vec![
+                set(COORDINATOR_MINIMAL),
+                set("clusters[0].name=a,clusters[0].region=eu-west-1,clusters[0].eksClusterName=a,clusters[0].labels.env=pr od"),
+            ],
+            &["/clusters/0/labels/env"],
         ),
         (
             COORDINATOR,
