@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::eks::aws::EksClusterConfig;
+use crate::selector::{validate_key, validate_value};
 use crate::store::ClusterRecord;
 
 /// Errors reading the clusters file.
@@ -116,8 +117,8 @@ impl ClusterConfig {
             }
         }
         for (k, v) in &self.labels {
-            check_label_key(k).map_err(|m| (format!("labels.{k}"), m))?;
-            check_label_value(v).map_err(|m| (format!("labels.{k}"), m))?;
+            validate_key(k).map_err(|m| (format!("labels.{k}"), format!("label key {k:?}: {m}")))?;
+            validate_value(v).map_err(|m| (format!("labels.{k}"), format!("label value {v:?}: {m}")))?;
         }
         Ok(())
     }
@@ -223,52 +224,6 @@ fn check_name(name: &str) -> Result<(), String> {
              ending with a letter or digit), as the agent's certificate names it, e.g. prod-eu-1"
         ))
     }
-}
-
-/// `[prefix/]name`, as Kubernetes label keys are written.
-pub(crate) fn check_label_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    if let Some(p) = prefix {
-        let dns_ok = !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                !l.is_empty()
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            });
-        if !dns_ok {
-            return Err(format!("label key {key:?}: prefix {p:?} is not a DNS subdomain"));
-        }
-    }
-    if name.is_empty() || name.len() > 63 || !label_chars(name) {
-        return Err(format!(
-            "label key {key:?}: the name part must be 1-63 letters, digits, '-', '_' or '.', \
-             starting and ending with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
-/// Empty, or up to 63 label characters.
-pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() || (value.len() <= 63 && label_chars(value)) {
-        Ok(())
-    } else {
-        Err(format!(
-            "label value {value:?} must be at most 63 letters, digits, '-', '_' or '.', starting \
-             and ending with a letter or digit"
-        ))
-    }
-}
-
-fn label_chars(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use flotilla_proto::limits::{MAX_DRAIN_CONCURRENCY, MAX_SURGE_COUNT, MAX_SURGE_PERCENT, MAX_WAIT};
 use serde::{Deserialize, Serialize};
 
 use crate::eks::{EksError, NodegroupTemplate};
@@ -19,6 +20,11 @@ pub const DEFAULT_DRAIN_CONCURRENCY: u32 = 5;
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How long one node may take to drain, by default.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Why an empty `nodegroup.nodeRole` is refused.
+pub const NODE_ROLE_REQUIRED: &str =
+    "empty; the IAM role of a self-managed node group cannot be read from the EKS \
+     or Auto Scaling API, so name the new nodes' role ARN (arn:aws:iam::ACCOUNT:role/NAME)";
 
 /// A bad parameter: the field (relative to `work.migration`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,11 +146,7 @@ impl MigrationParams {
             ));
         }
         if self.nodegroup.node_role.trim().is_empty() {
-            return Err(ParamError::new(
-                "nodegroup.nodeRole",
-                "empty; the IAM role of a self-managed node group cannot be read from the EKS or \
-                 Auto Scaling API, so name the new nodes' role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
-            ));
+            return Err(ParamError::new("nodegroup.nodeRole", NODE_ROLE_REQUIRED));
         }
         // Empty subnets are filled from the old group later; check the rest as EKS would.
         let mut t = self.nodegroup.clone();
@@ -174,26 +176,31 @@ impl MigrationParams {
                     "adds no pods; use e.g. surgePercent: 100",
                 ))
             }
-            Surge::Percent(p) if p > 1000 => {
-                return Err(ParamError::new("surgePercent", format!("{p} is above 1000%")))
+            Surge::Percent(p) if p > MAX_SURGE_PERCENT => {
+                return Err(ParamError::new(
+                    "surgePercent",
+                    format!("{p} is above {MAX_SURGE_PERCENT}%; use a smaller share"),
+                ))
+            }
+            Surge::Count(n) if n > MAX_SURGE_COUNT => {
+                return Err(ParamError::new(
+                    "surgeCount",
+                    format!("{n} pods is above {MAX_SURGE_COUNT}; use a smaller count"),
+                ))
             }
             _ => {}
         }
-        if self.ready_timeout.is_zero() {
-            return Err(ParamError::new("readyTimeout", "must be above zero, e.g. 10m"));
-        }
-        if !(1..=100).contains(&self.drain_concurrency) {
+        check_wait("readyTimeout", self.ready_timeout)?;
+        if !(1..=MAX_DRAIN_CONCURRENCY).contains(&self.drain_concurrency) {
             return Err(ParamError::new(
                 "drainConcurrency",
                 format!(
-                    "{} is out of range; use 1 to 100 nodes at once",
+                    "{} is out of range; use 1 to {MAX_DRAIN_CONCURRENCY} nodes at once",
                     self.drain_concurrency
                 ),
             ));
         }
-        if self.node_timeout.is_zero() {
-            return Err(ParamError::new("nodeTimeout", "must be above zero, e.g. 10m"));
-        }
+        check_wait("nodeTimeout", self.node_timeout)?;
         if let OnBlocked::ForceAfter(d) = self.on_blocked {
             if d.is_zero() || d >= self.node_timeout {
                 return Err(ParamError::new(
@@ -210,12 +217,32 @@ impl MigrationParams {
     }
 }
 
+/// A timeout the agent will accept: above zero and at most [`MAX_WAIT`].
+fn check_wait(field: &str, d: Duration) -> Result<(), ParamError> {
+    if d.is_zero() {
+        return Err(ParamError::new(field, "must be above zero, e.g. 10m"));
+    }
+    if d > MAX_WAIT {
+        return Err(ParamError::new(
+            field,
+            format!(
+                "{}s is longer than the 7 days ({}s) a step may wait; use e.g. 10m",
+                d.as_secs(),
+                MAX_WAIT.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A Kubernetes qualified name (`[prefix/]name`), as taint keys are.
 fn check_taint_key(key: &str) -> Result<(), ParamError> {
-    crate::config::check_label_key(key).map_err(|m| {
+    crate::selector::validate_key(key).map_err(|m| {
         ParamError::new(
             "taintKey",
-            format!("{m}; use a qualified name such as {DEFAULT_TAINT_KEY}"),
+            format!(
+                "{key:?} is not a valid taint key: {m}; use a qualified name such as {DEFAULT_TAINT_KEY}"
+            ),
         )
     })
 }
@@ -270,7 +297,20 @@ pub(crate) mod tests {
             "nodegroup.nodegroupName"
         );
         assert_eq!(field(&|p| p.taint_key = "bad key".into()), "taintKey");
+        // A prefix label must start and end with a letter or digit, as Kubernetes says.
+        assert_eq!(field(&|p| p.taint_key = "-x.io/k".into()), "taintKey");
         assert_eq!(field(&|p| p.surge = Surge::Count(0)), "surge");
+        // u32::MAX would wrap to -1 as an i32 replica delta: refused long before that.
+        assert_eq!(field(&|p| p.surge = Surge::Count(u32::MAX)), "surgeCount");
+        assert_eq!(field(&|p| p.surge = Surge::Percent(1001)), "surgePercent");
+        assert_eq!(
+            field(&|p| p.node_timeout = MAX_WAIT + Duration::from_secs(1)),
+            "nodeTimeout"
+        );
+        assert_eq!(
+            field(&|p| p.ready_timeout = Duration::from_secs(u64::MAX)),
+            "readyTimeout"
+        );
         assert_eq!(field(&|p| p.drain_concurrency = 0), "drainConcurrency");
         assert_eq!(
             field(&|p| p.on_blocked = OnBlocked::ForceAfter(Duration::from_secs(3600))),

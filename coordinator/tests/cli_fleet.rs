@@ -9,6 +9,7 @@ const TEMPLATE: &str = "\
 nodegroupName: ng-managed
 instanceTypes: [m6i.large]
 scalingConfig: {minSize: 2, maxSize: 4, desiredSize: 2}
+nodeRole: arn:aws:iam::111122223333:role/eks-node
 labels: {pool: general}
 ";
 

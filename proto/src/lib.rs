@@ -1,5 +1,6 @@
-//! Flotilla's wire protocol: the `flotilla.fleet.v1` protobuf messages and the tonic servers and
-//! clients generated from `proto/fleet/v1/*.proto`.
+//! What the coordinator and the agent share: the wire protocol (the `flotilla.fleet.v1` protobuf
+//! messages and the tonic servers and clients generated from `proto/fleet/v1/*.proto`), the
+//! bounds both check step parameters against, and telemetry.
 //!
 //! # Layout
 //!
@@ -10,12 +11,16 @@
 //! - Inventory (`inventory.proto`): versions, node groups, nodes, Deployments, blocking PDBs.
 //! - `Fleet` (`fleet.proto`): clusters, per-cluster operations and staged rollouts.
 //!
+//! - [`limits`]: the largest surge, drain concurrency and wait a step accepts.
 //! - [`telemetry`]: what both binaries share for observability — logs (text or JSON), OTLP trace
 //!   export, W3C trace context across gRPC calls and the agent stream, the `/metrics` endpoint.
 //!
-//! Protobuf stays at the edge: only the agent's uplink and the coordinator's `api`/`agents`
-//! modules use these types; they convert to and from domain types there.
+//! The agent converts these types to and from its domain types at its uplink
+//! (`flotilla_agent::uplink::convert`); the coordinator's steps, plans and store keep its
+//! operations' domain types, while its engine and sessions pass agent messages through as they
+//! are.
 
+pub mod limits;
 pub mod telemetry;
 
 /// Generated code for package `flotilla.fleet.v1`.

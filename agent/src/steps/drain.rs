@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::str::FromStr;
 use std::time::Duration;
 
+use flotilla_proto::limits::MAX_DRAIN_CONCURRENCY;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -118,10 +119,13 @@ impl Params {
                 "empty; name the node group to drain, e.g. ng-old",
             ));
         }
-        if self.concurrency == 0 || self.concurrency > 100 {
+        if self.concurrency == 0 || self.concurrency > MAX_DRAIN_CONCURRENCY as usize {
             return Err(StepError::invalid(
                 "drain-concurrency",
-                format!("{} is out of range; use 1 to 100 nodes at once", self.concurrency),
+                format!(
+                    "{} is out of range; use 1 to {MAX_DRAIN_CONCURRENCY} nodes at once",
+                    self.concurrency
+                ),
             ));
         }
         if self.node_timeout.is_zero() {

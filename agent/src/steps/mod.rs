@@ -289,7 +289,9 @@ pub(crate) async fn modify_node<C: Cluster>(
     }
 }
 
-/// Parses a duration such as `10m`, `90s`, `1h30m` or `500ms`.
+pub use flotilla_proto::limits::MAX_WAIT;
+
+/// Parses a duration such as `10m`, `90s`, `1h30m` or `500ms`, at most [`MAX_WAIT`].
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration, StepError> {
     let bad = || {
         StepError::invalid(
@@ -324,7 +326,19 @@ pub fn parse_duration(field: &str, s: &str) -> Result<Duration, StepError> {
             "h" => value * 3600.0,
             _ => return Err(bad()),
         };
-        total += Duration::from_secs_f64(secs);
+        total = Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .filter(|t| *t <= MAX_WAIT)
+            .ok_or_else(|| {
+                StepError::invalid(
+                    field,
+                    format!(
+                        "`{s}` is longer than the {} (7 days) a step may wait; use a shorter duration",
+                        format_duration(MAX_WAIT)
+                    ),
+                )
+            })?;
     }
     Ok(total)
 }
@@ -370,6 +384,12 @@ mod tests {
         assert!(err.contains("--node-timeout") && err.contains("10m"), "{err}");
         assert!(parse_duration("t", "m").is_err());
         assert!(parse_duration("t", "5 minutes").is_err());
+        // Past 7 days, and past what a Duration holds: refused with the field, never a panic.
+        assert_eq!(parse_duration("t", "168h").ok(), Some(MAX_WAIT));
+        for long in ["168h1s", "99999999999999999999999h", "2562047788015215h"] {
+            let err = parse_duration("--node-timeout", long).unwrap_err().to_string();
+            assert!(err.contains("--node-timeout") && err.contains("7 days"), "{err}");
+        }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
     }

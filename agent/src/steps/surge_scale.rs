@@ -21,6 +21,8 @@ use crate::{events, inventory};
 /// Deployments surged whether or not they have pods on the old nodes (if they exist).
 pub const ALWAYS_SURGED: [&str; 2] = ["kube-system/coredns", "kube-system/aws-load-balancer-controller"];
 
+pub use flotilla_proto::limits::{MAX_SURGE_COUNT, MAX_SURGE_PERCENT};
+
 /// How much to add: a share of the current replicas or a fixed count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Surge {
@@ -47,7 +49,7 @@ impl Surge {
                 let extra = ((i64::from(original) * i64::from(p) + 99) / 100).max(1);
                 original.saturating_add(extra as i32)
             }
-            Surge::Count(n) => original.saturating_add(n as i32),
+            Surge::Count(n) => original.saturating_add(i32::try_from(n).unwrap_or(i32::MAX)),
         }
     }
 }
@@ -71,8 +73,11 @@ impl FromStr for Surge {
         if n == 0 {
             return Err(bad("adds no pods, so draining would lower availability"));
         }
-        if pct && n > 1000 {
-            return Err(bad("is above 1000%"));
+        if pct && n > MAX_SURGE_PERCENT {
+            return Err(bad(&format!("is above {MAX_SURGE_PERCENT}%")));
+        }
+        if !pct && n > MAX_SURGE_COUNT {
+            return Err(bad(&format!("is above {MAX_SURGE_COUNT} pods")));
         }
         Ok(if pct { Surge::Percent(n) } else { Surge::Count(n) })
     }
@@ -135,6 +140,14 @@ impl Params {
             Surge::Percent(0) | Surge::Count(0) => {
                 Err(StepError::invalid("surge", "adds no pods; use e.g. 100%"))
             }
+            Surge::Percent(p) if p > MAX_SURGE_PERCENT => Err(StepError::invalid(
+                "surge",
+                format!("{p}% is above {MAX_SURGE_PERCENT}%; use a smaller share"),
+            )),
+            Surge::Count(n) if n > MAX_SURGE_COUNT => Err(StepError::invalid(
+                "surge",
+                format!("{n} pods is above {MAX_SURGE_COUNT}; use a smaller count"),
+            )),
             _ => Ok(()),
         }
     }
@@ -596,6 +609,11 @@ mod tests {
         let err = "0%".parse::<Surge>().unwrap_err().to_string();
         assert!(err.contains("surge") && err.contains("100%"), "{err}");
         assert!("lots".parse::<Surge>().is_err());
+        // A count that would wrap as an i32 is refused, and never lowers a target.
+        let err = "4294967295".parse::<Surge>().unwrap_err().to_string();
+        assert!(err.contains("above 1000"), "{err}");
+        assert!(Params::new("a", "b", Surge::Count(u32::MAX)).validate().is_err());
+        assert_eq!(Surge::Count(u32::MAX).target(3), i32::MAX);
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::steps::drain::{self, OnBlocked};
 use crate::steps::surge_scale::{self, Surge};
 use crate::steps::{
     postflight, restore_scale, taint, verify_ready, wait_nodes_ready, Blocker, NodeIssue, Progress,
-    RefusedPod, Shortfall, Step, StepError, StepKind, StepOutput,
+    RefusedPod, Shortfall, Step, StepError, StepKind, StepOutput, MAX_WAIT,
 };
 
 /// Default wait of `WaitNodesReady` and `VerifyReady` when the `RunStep` leaves it unset.
@@ -131,10 +131,22 @@ fn nonzero(n: u32) -> Option<usize> {
     (n > 0).then_some(n as usize)
 }
 
-/// A wire duration as a std duration; a negative or out-of-range one is an invalid `field`.
+/// A wire duration as a std duration; a negative one, or one past [`MAX_WAIT`], is an invalid
+/// `field`.
 fn duration(field: &str, d: prost_types::Duration) -> Result<Duration, StepError> {
-    Duration::try_from(d)
-        .map_err(|e| StepError::invalid(field, format!("{e}; send a non-negative duration, e.g. 600s")))
+    let d = Duration::try_from(d)
+        .map_err(|e| StepError::invalid(field, format!("{e}; send a non-negative duration, e.g. 600s")))?;
+    if d > MAX_WAIT {
+        return Err(StepError::invalid(
+            field,
+            format!(
+                "{}s is longer than the {}s (7 days) a step may wait",
+                d.as_secs(),
+                MAX_WAIT.as_secs()
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// As [`duration`]; unset or zero means `default`.

@@ -212,6 +212,12 @@ impl UplinkConfig {
                     message: "must be above zero, e.g. 10s".into(),
                 });
             }
+            if d > crate::steps::MAX_WAIT {
+                return Err(UplinkError::InvalidSetting {
+                    field,
+                    message: "is longer than 7 days; use e.g. 10s".into(),
+                });
+            }
         }
         check_coordinator(&self.coordinator.to_string(), &self.coordinator)?;
         self.tls.check(&self.cluster, &self.tls_source)?;

@@ -620,8 +620,8 @@ impl<'de> Deserialize<'de> for NodeRole {
                 Ok(NodeRole(s))
             } else {
                 Err(format!(
-                    "`{s}` is not an IAM role ARN; write `arn:aws:iam::ACCOUNT:role/NAME` (or leave `nodeRole` \
-                     out to use the replaced group's)"
+                    "`{s}` is not an IAM role ARN; write `arn:aws:iam::ACCOUNT:role/NAME` (the role the new \
+                     nodes run as)"
                 ))
             }
         })
@@ -1033,6 +1033,14 @@ fn migration_options(
             })
         }
     };
+    if m.drain_concurrency == Some(0) {
+        return Err(SpecError {
+            file: file.to_owned(),
+            location: None,
+            path: format!("{path}.drainConcurrency"),
+            message: "0 drains no node; use 1 to 100 nodes at once, or leave it out for 5".into(),
+        });
+    }
     Ok(MigrationOptions {
         from_nodegroup: m.from_nodegroup,
         template,

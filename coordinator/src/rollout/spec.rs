@@ -145,8 +145,8 @@ pub enum Work {
 pub struct MigrationSpec {
     /// The self-managed group to replace; `None`: the cluster's only self-managed group.
     pub from_nodegroup: Option<String>,
-    /// The managed group to create. Empty `subnets` / `node_role` mean "those of the group being
-    /// replaced" (filled in per cluster); everything else passed [`NodegroupTemplate::validate`].
+    /// The managed group to create. Empty `subnets` mean "those of the group being replaced"
+    /// (filled in per cluster); everything else passed [`NodegroupTemplate::validate`].
     pub nodegroup: NodegroupTemplate,
     /// Taint key put on the old nodes.
     pub taint_key: String,
@@ -365,10 +365,25 @@ fn stage_from_proto(s: &pb::StageSpec, i: usize) -> Result<StageSpec, SpecError>
     })
 }
 
-/// A wire duration as a `std` one; negative or malformed ones are refused.
+/// The longest duration a rollout spec takes (30 days; step timeouts are bounded further, by
+/// [`flotilla_proto::limits::MAX_WAIT`]).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A wire duration as a `std` one; negative, malformed or longer than [`MAX_DURATION`] ones are
+/// refused.
 fn duration(d: &prost_types::Duration, field: &str) -> Result<Duration, SpecError> {
     if d.seconds < 0 || d.nanos < 0 {
         return bad(field, "must not be negative, e.g. `10m`");
+    }
+    if d.seconds as u64 > MAX_DURATION.as_secs() {
+        return bad(
+            field,
+            format!(
+                "{}s is longer than 30 days ({}s); for a longer wait, pause the rollout and resume it later",
+                d.seconds,
+                MAX_DURATION.as_secs()
+            ),
+        );
     }
     if d.nanos >= 1_000_000_000 {
         return bad(
@@ -503,7 +518,7 @@ fn migration_from_proto(m: &pb::MigrationParams, field: &str) -> Result<Migratio
             }
         }
     };
-    Ok(MigrationSpec {
+    let spec = MigrationSpec {
         from_nodegroup,
         nodegroup,
         taint_key,
@@ -515,11 +530,28 @@ fn migration_from_proto(m: &pb::MigrationParams, field: &str) -> Result<Migratio
         delete_emptydir_data: m.delete_emptydir_data,
         force: m.force,
         delete_nodegroup_on_rollback: m.delete_nodegroup_on_rollback,
-    })
+    };
+    // The rules each cluster's operation is checked by when its turn comes, applied now, so a
+    // spec every cluster would refuse is refused before anything starts.
+    let mut params = crate::convert::migration_params(&crate::rollout::convert::migration_to_proto(&spec))
+        .map_err(|e| SpecError {
+            field: f(&e.field),
+            message: e.message,
+        })?;
+    if params.from_nodegroup.is_empty() {
+        // Resolved per cluster (its only self-managed group); a stand-in no group can be named.
+        params.from_nodegroup = "(the cluster's only self-managed group)".into();
+    }
+    params.validate().map_err(|e| SpecError {
+        field: f(&e.field),
+        message: e.message,
+    })?;
+    Ok(spec)
 }
 
-/// Converts and validates a node group template; `field` is its path. Empty `subnets` and
-/// `nodeRole` are allowed (inherited per cluster from the group being replaced).
+/// Converts and validates a node group template; `field` is its path. Empty `subnets` are
+/// allowed (inherited per cluster from the group being replaced); an empty `nodeRole` is refused
+/// by the operation's own check (see [`crate::params::MigrationParams::validate`]).
 fn template_from_proto(t: &pb::NodegroupTemplate, field: &str) -> Result<NodegroupTemplate, SpecError> {
     let Some(sc) = &t.scaling_config else {
         return bad(
@@ -569,13 +601,13 @@ fn template_from_proto(t: &pb::NodegroupTemplate, field: &str) -> Result<Nodegro
             max_unavailable_percentage: u.max_unavailable_percentage,
         }),
     };
-    // Inherited fields get stand-ins so the rest is checked by the one validator EKS calls use.
+    // Inherited subnets get a stand-in so the rest is checked by the one validator EKS calls use.
     let mut check = template.clone();
     if check.subnets.is_empty() {
         check.subnets = vec!["inherited-from-replaced-group".into()];
     }
     if check.node_role.is_empty() {
-        check.node_role = "arn:aws:iam::000000000000:role/inherited-from-replaced-group".into();
+        return bad(format!("{field}.nodeRole"), crate::params::NODE_ROLE_REQUIRED);
     }
     check.validate().map_err(|e| match e {
         EksError::InvalidTemplate { field: f, reason } => SpecError {
@@ -588,13 +620,6 @@ fn template_from_proto(t: &pb::NodegroupTemplate, field: &str) -> Result<Nodegro
         },
     })?;
     Ok(template)
-}
-
-impl MigrationSpec {
-    /// Whether the template leaves `subnets` or `nodeRole` to be inherited from the replaced group.
-    pub fn inherits_from_replaced_group(&self) -> bool {
-        self.nodegroup.subnets.is_empty() || self.nodegroup.node_role.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -610,6 +635,7 @@ mod tests {
                 max_size: 6,
                 desired_size: 3,
             }),
+            node_role: "arn:aws:iam::111122223333:role/nodes".into(),
             ..Default::default()
         }
     }
@@ -711,7 +737,7 @@ mod tests {
         assert_eq!(m.surge, Surge::Count(2));
         assert_eq!(m.on_blocked, OnBlocked::ForceAfter(Duration::from_secs(300)));
         assert_eq!(m.drain_concurrency, Some(3));
-        assert!(m.inherits_from_replaced_group());
+        assert!(m.nodegroup.subnets.is_empty(), "subnets are inherited");
         let p = &spec.stages[1];
         assert_eq!(p.max_concurrency, Concurrency::Percent(25));
         assert_eq!(p.soak, Duration::from_secs(3600));
@@ -809,6 +835,96 @@ mod tests {
                 },
                 "work.migration.nodegroup.nodeRole",
                 "not an IAM role ARN",
+            ),
+            (
+                |r| {
+                    let mut m = migration();
+                    if let Some(t) = m.nodegroup.as_mut() {
+                        t.node_role.clear();
+                    }
+                    r.work = Some(pb::Work {
+                        kind: Some(pb::work::Kind::Migration(m)),
+                    })
+                },
+                "work.migration.nodegroup.nodeRole",
+                "name the new nodes' role ARN",
+            ),
+            (
+                |r| {
+                    let mut m = migration();
+                    m.surge = Some(pb::migration_params::Surge::SurgeCount(u32::MAX));
+                    r.work = Some(pb::Work {
+                        kind: Some(pb::work::Kind::Migration(m)),
+                    })
+                },
+                "work.migration.surgeCount",
+                "above 1000",
+            ),
+            (
+                |r| {
+                    let mut m = migration();
+                    m.drain_concurrency = 500;
+                    r.work = Some(pb::Work {
+                        kind: Some(pb::work::Kind::Migration(m)),
+                    })
+                },
+                "work.migration.drainConcurrency",
+                "1 to 100",
+            ),
+            (
+                |r| {
+                    let mut m = migration();
+                    m.from_nodegroup = "ng-new".into();
+                    r.work = Some(pb::Work {
+                        kind: Some(pb::work::Kind::Migration(m)),
+                    })
+                },
+                "work.migration.nodegroup.nodegroupName",
+                "also fromNodegroup",
+            ),
+            (
+                |r| {
+                    let mut m = migration();
+                    m.node_timeout = Some(prost_types::Duration {
+                        seconds: 8 * 24 * 3600,
+                        nanos: 0,
+                    });
+                    r.work = Some(pb::Work {
+                        kind: Some(pb::work::Kind::Migration(m)),
+                    })
+                },
+                "work.migration.nodeTimeout",
+                "7 days",
+            ),
+            (
+                |r| {
+                    let mut m = migration();
+                    m.node_timeout = Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    });
+                    m.on_blocked = Some(pb::OnBlocked {
+                        policy: Some(pb::on_blocked::Policy::ForceAfter(prost_types::Duration {
+                            seconds: 120,
+                            nanos: 0,
+                        })),
+                    });
+                    r.work = Some(pb::Work {
+                        kind: Some(pb::work::Kind::Migration(m)),
+                    })
+                },
+                "work.migration.onBlocked.forceAfter",
+                "shorter than nodeTimeout",
+            ),
+            (
+                |r| {
+                    r.stages[0].soak = Some(prost_types::Duration {
+                        seconds: i64::MAX,
+                        nanos: 0,
+                    })
+                },
+                "stages[0].soak",
+                "30 days",
             ),
             (
                 |r| {

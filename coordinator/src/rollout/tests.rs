@@ -38,7 +38,7 @@ fn migration_spec() -> MigrationSpec {
                 desired_size: 2,
             },
             subnets: vec![],
-            node_role: String::new(),
+            node_role: "arn:aws:iam::111122223333:role/nodes".into(),
             labels: BTreeMap::new(),
             taints: vec![],
             ami_type: None,
