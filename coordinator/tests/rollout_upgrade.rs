@@ -12,6 +12,8 @@ use std::time::Duration;
 use common::rollout::{self as ro, RolloutEnv};
 use common::{migration, wait_operation};
 use flotilla_coordinator::eks::Eks;
+use flotilla_coordinator::rollout::{Rollout, RolloutSpec};
+use flotilla_coordinator::store::{RolloutRecord, Store};
 use flotilla_proto::fleet::v1 as pb;
 use flotilla_sim::scenario::Scenario;
 use pb::RolloutState as S;
@@ -135,6 +137,41 @@ async fn an_upgrade_rollout_takes_two_hops_and_survives_a_coordinator_restart() 
         hops.sort();
         assert_eq!(hops, ["1.34", "1.35"], "{c}");
     }
+    env.stop().await;
+}
+
+/// A crash between storing a new rollout and committing its start leaves it Pending in the store:
+/// the restarted coordinator starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_stored_but_not_started_before_a_crash_starts_after_the_restart() {
+    let scenario = Scenario::from_yaml(UPGRADABLE, "upgradable.yaml").unwrap();
+    let mut env = RolloutEnv::start(&scenario, 1, &["dev"]).await;
+    let spec = RolloutSpec::from_proto(&pb::CreateRolloutRequest {
+        name: "stored-only".into(),
+        work: Some(upgrade("1.34")),
+        stages: vec![ro::stage("all", "env=dev", 1)],
+        ..Default::default()
+    })
+    .expect("a valid spec");
+    let now = jiff::Timestamp::now();
+    let id = "ro-stored-only".to_string();
+    let record = RolloutRecord {
+        rollout: Rollout::new(id.clone(), spec, "alice", now),
+        updated_at: now,
+        version: 0,
+        traceparent: None,
+    };
+    env.restart_coordinator_with_store(|store| {
+        store.create_rollout(&record).expect("stored");
+    })
+    .await;
+    let mut fleet = env.fleet();
+    let done = ro::wait_for(&mut fleet, &id, Duration::from_secs(240), "the end", |r| {
+        ro::is(r, S::Succeeded) || ro::is(r, S::Failed) || ro::is(r, S::Cancelled)
+    })
+    .await;
+    assert!(ro::is(&done, S::Succeeded), "{}", ro::describe(&done));
+    assert_eq!(eks_version(&env, "sim-1").await, "1.34");
     env.stop().await;
 }
 

@@ -40,7 +40,8 @@ use crate::params::UpgradeParams;
 use crate::rollout::convert::migration_to_proto;
 use crate::rollout::state::Stop;
 use crate::rollout::{
-    Action, ClusterFacts, ClusterInventory, CommandError, Event, OperationWork, Outcome, Rollout, RolloutSpec,
+    Action, ClusterFacts, ClusterInventory, CommandError, Event, OperationWork, Outcome, Phase, Rollout,
+    RolloutSpec,
 };
 use crate::sessions::Sessions;
 use crate::store::{NewRolloutEvent, OperationRecord, RolloutRecord, Store, StoreError};
@@ -302,7 +303,14 @@ impl<E: Eks + 'static> Rollouts<E> {
                 .filter(|c| !self.sessions().info(c).connected)
                 .collect();
             let id = record.rollout.id.clone();
+            // Stored, but the coordinator stopped before its start was committed: start it now
+            // (`Start` is ignored by a rollout that has started).
+            let never_started = record.rollout.phase == Phase::Pending;
             self.send(record, Input::Event(Event::Restarted));
+            if never_started {
+                let clusters = self.cluster_facts();
+                self.to_rollout(&id, Input::Event(Event::Start { clusters }));
+            }
             for cluster in away {
                 self.to_rollout(&id, Input::Event(Event::AgentDisconnected { cluster }));
             }

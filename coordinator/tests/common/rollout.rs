@@ -8,6 +8,7 @@ use std::time::Duration;
 use flotilla_agent::uplink::{self, BackoffConfig, CancellationToken, TlsIdentity, UplinkConfig};
 use flotilla_coordinator::config::ClustersFile;
 use flotilla_coordinator::server::{Coordinator, CoordinatorHandle, ServeOptions};
+use flotilla_coordinator::store::{SledStore, Store};
 use flotilla_proto::fleet::v1 as pb;
 use flotilla_proto::fleet::v1::fleet_client::FleetClient;
 use flotilla_sim::fleet::{Fleet, FleetOptions};
@@ -125,8 +126,20 @@ impl RolloutEnv {
 
     /// Stops the coordinator gracefully and starts it again on the same address and data dir.
     pub async fn restart_coordinator(&mut self) {
+        self.restart_coordinator_with_store(|_| {}).await;
+    }
+
+    /// As [`RolloutEnv::restart_coordinator`], calling `edit` on its store while it is stopped
+    /// (to leave what a crash at some point would have left).
+    pub async fn restart_coordinator_with_store(&mut self, edit: impl FnOnce(&SledStore)) {
         let coord = self.coord.take().expect("coordinator running");
         coord.shutdown().await.expect("clean shutdown");
+        {
+            let store =
+                SledStore::open(&self.pki.path("data")).expect("the stopped coordinator's store opens");
+            edit(&store);
+            store.flush().expect("flushed");
+        }
         let coord = start(&self.pki, self.addr, self.clusters.clone()).await;
         assert_eq!(coord.local_addr(), self.addr);
         self.coord = Some(coord);
