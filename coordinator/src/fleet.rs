@@ -6,7 +6,7 @@
 //! change until the rollout ends), pause, resume, cancel and approve a stage.
 //! Viewers may read; only role `operator` may start, steer or cancel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -78,6 +78,34 @@ impl<E: Eks + 'static> FleetService<E> {
         }
         let r = self.rollouts.command(id, event).await.map_err(rollout_status)?;
         Ok(Response::new(self.rollout_proto(&r)))
+    }
+
+    /// Refuses a rollout that would select none of the clusters in the clusters file (a typo in a
+    /// selector would otherwise "succeed" having done nothing).
+    fn check_selects_some_cluster(&self, spec: &RolloutSpec) -> Result<(), Status> {
+        let all = &self.clusters.clusters;
+        let selected = all.iter().any(|c| {
+            spec.selector.matches(&c.labels) && spec.stages.iter().any(|s| s.selector.matches(&c.labels))
+        });
+        if selected {
+            return Ok(());
+        }
+        let labels: BTreeSet<String> = all
+            .iter()
+            .flat_map(|c| c.labels.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        let labels: Vec<String> = labels.into_iter().take(20).collect();
+        Err(Status::invalid_argument(format!(
+            "selector: the rollout's selector ({:?}) and its stages' select none of the {} clusters in the \
+             clusters file (labels there: {}); fix the selectors",
+            spec.selector.to_string(),
+            all.len(),
+            if labels.is_empty() {
+                "none".to_string()
+            } else {
+                labels.join(", ")
+            }
+        )))
     }
 
     fn cluster_proto(&self, name: &str) -> Option<pb::Cluster> {
@@ -503,6 +531,7 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         let caller = auth::operator(&request, "Fleet/CreateRollout", Access::Mutate)?;
         let req = request.into_inner();
         let spec = RolloutSpec::from_proto(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_selects_some_cluster(&spec)?;
         let r = self
             .rollouts
             .create(spec, caller.uri())

@@ -36,6 +36,15 @@ async fn three_stages_with_pause_and_approval_migrate_six_clusters_without_pdb_v
     let e = fleet.create_rollout(bad.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("stages[0].selector"), "{}", e.message());
+    // A selector typo selects nothing: refused, with the labels there are.
+    bad.stages = vec![ro::stage("dev", "env=dve", 1)];
+    let e = fleet.create_rollout(bad.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("select none of the 6 clusters") && e.message().contains("env=dev, env=prod"),
+        "{}",
+        e.message()
+    );
     bad.stages = vec![ro::stage("dev", "env=dev", 1)];
     let e = viewer(env.addr, &env.pki).create_rollout(bad).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

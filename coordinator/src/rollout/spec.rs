@@ -285,6 +285,21 @@ impl RolloutSpec {
             }
             stages.push(stage);
         }
+        // A cluster goes to the first stage that selects it: after a select-all stage, none is
+        // left for the next ones.
+        if let Some(i) = stages[..stages.len() - 1]
+            .iter()
+            .position(|s| s.selector.is_empty())
+        {
+            return bad(
+                format!("stages[{i}].selector"),
+                format!(
+                    "empty, so stage {:?} takes every cluster and the stages after it get none; give it a \
+                     selector (e.g. env=dev) or make it the last stage",
+                    stages[i].name
+                ),
+            );
+        }
         let agent_disconnect_timeout = match &req.agent_disconnect_timeout {
             None => DEFAULT_AGENT_DISCONNECT_TIMEOUT,
             Some(d) => {
@@ -950,6 +965,11 @@ mod tests {
             ),
             (|r| r.selector = "env in".into(), "selector", "expected '('"),
             (|r| r.stages.clear(), "stages", "at least one stage"),
+            (
+                |r| r.stages[0].selector = String::new(),
+                "stages[0].selector",
+                "the stages after it get none",
+            ),
             (|r| r.stages[1].name = "dev".into(), "stages[1].name", "unique"),
             (|r| r.stages[0].name = "".into(), "stages[0].name", "1-63"),
             (
