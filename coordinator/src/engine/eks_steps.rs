@@ -250,9 +250,12 @@ async fn create_managed_nodegroup<E: Eks + ?Sized>(
             tracing::info!(nodegroup = %name, status = %ng.status, ?mode, "node group exists; waiting for ACTIVE");
         }
         None => {
+            // The group being replaced must exist before anything is created: a typo in
+            // fromNodegroup would otherwise leave a new group and its instances behind.
+            let old = old_group(eks, &params.from_nodegroup).await?;
             let mut template = params.nodegroup.clone();
             if template.subnets.is_empty() {
-                subnets = old_group_subnets(eks, &params.from_nodegroup).await?;
+                subnets = old_group_subnets(&old, &params.from_nodegroup)?;
                 template.subnets = subnets.clone();
             }
             let issued = Issued::now("nodegroup-create", 1);
@@ -292,28 +295,34 @@ async fn create_managed_nodegroup<E: Eks + ?Sized>(
     ))
 }
 
+/// The Auto Scaling group of the self-managed group being replaced; none is a failure that
+/// names `fromNodegroup`.
+async fn old_group<E: Eks + ?Sized>(eks: &E, from: &str) -> Result<AsgInfo, Failure> {
+    eks.find_self_managed_asg(from).await?.ok_or_else(|| {
+        fail(
+            "NODE_GROUP_NOT_FOUND",
+            false,
+            format!(
+                "work.migration.fromNodegroup: no Auto Scaling group is tagged as self-managed node group {from} of cluster {}; nothing was created; name an existing self-managed group",
+                eks.cluster_name()
+            ),
+        )
+    })
+}
+
 /// The subnets of the self-managed group being replaced, from its Auto Scaling group.
-async fn old_group_subnets<E: Eks + ?Sized>(eks: &E, from: &str) -> Result<Vec<String>, Failure> {
-    let asg = eks.find_self_managed_asg(from).await?;
-    match asg {
-        Some(AsgInfo { subnets, .. }) if !subnets.is_empty() => Ok(subnets),
-        Some(a) => Err(fail(
+fn old_group_subnets(asg: &AsgInfo, from: &str) -> Result<Vec<String>, Failure> {
+    if asg.subnets.is_empty() {
+        return Err(fail(
             "SUBNETS_UNKNOWN",
             false,
             format!(
                 "work.migration.nodegroup.subnets is empty and the Auto Scaling group {} of node group {from} lists no subnets; set the subnets in the template",
-                a.name
+                asg.name
             ),
-        )),
-        None => Err(fail(
-            "SUBNETS_UNKNOWN",
-            false,
-            format!(
-                "work.migration.nodegroup.subnets is empty and no Auto Scaling group is tagged as self-managed node group {from} of cluster {}; set the subnets in the template",
-                eks.cluster_name()
-            ),
-        )),
+        ));
     }
+    Ok(asg.subnets.clone())
 }
 
 /// Step 7: the old group's Auto Scaling group scaled to 0, its instances gone, then deleted.
@@ -547,23 +556,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_without_subnets_anywhere_is_a_clear_error() {
+    async fn create_refuses_a_missing_old_group_before_creating_anything() {
         let eks = FakeEks::new("c", "1.33");
+        eks.add_self_managed_asg("asg-other", "ng-other", size(3));
+        // Even with the subnets given, a typo in fromNodegroup creates nothing.
+        let mut m = crate::params::tests::params();
+        m.nodegroup.subnets = vec!["subnet-1".into()];
+        let p = Params::Migration(Box::new(m));
         let err = run(
             &eks,
             Step::CreateManagedNodegroup,
             RunMode::Fresh,
-            &input(&params()),
+            &input(&p),
             &waits(),
         )
         .await
         .unwrap_err();
-        assert_eq!(err.code, "SUBNETS_UNKNOWN");
+        assert_eq!(err.code, "NODE_GROUP_NOT_FOUND");
         assert!(!err.retryable);
         assert!(
-            err.message.contains("work.migration.nodegroup.subnets"),
+            err.message.contains("work.migration.fromNodegroup") && err.message.contains("ng-old"),
             "{}",
             err.message
+        );
+        let calls = eks.calls();
+        assert!(
+            !calls.iter().any(|c| c.starts_with("CreateNodegroup")),
+            "{calls:?}"
         );
     }
 
