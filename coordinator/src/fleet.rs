@@ -230,6 +230,7 @@ impl<E: Eks + 'static> FleetService<E> {
             from: current,
             target,
             force: params.force,
+            goal: None,
         };
         Ok(record::new_upgrade(
             new_operation_id(now),

@@ -79,6 +79,10 @@ pub struct UpgradeParams {
     /// Pass `force` to UpdateNodegroupVersion (PodDisruptionBudgets do not stop the node group
     /// update; preflight reports blocking budgets as warnings).
     pub force: bool,
+    /// Where the hops this one is part of end (a rollout's target), when past `target`:
+    /// preflight checks that EKS offers it before the first hop changes anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<MinorVersion>,
 }
 
 /// An operation's stored parameters, by kind.

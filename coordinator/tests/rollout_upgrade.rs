@@ -140,6 +140,43 @@ async fn an_upgrade_rollout_takes_two_hops_and_survives_a_coordinator_restart() 
     env.stop().await;
 }
 
+/// A target EKS does not offer (the simulator offers 1.33-1.35) stops each cluster at its first
+/// hop's preflight, before its control plane changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_to_a_version_eks_does_not_offer_fails_at_preflight_changing_nothing() {
+    let scenario = Scenario::from_yaml(UPGRADABLE, "upgradable.yaml").unwrap();
+    let env = RolloutEnv::start(&scenario, 1, &["dev"]).await;
+    let mut fleet = env.fleet();
+    let created = ro::create(
+        &mut fleet,
+        pb::CreateRolloutRequest {
+            name: "to-1.36".into(),
+            work: Some(upgrade("1.36")),
+            stages: vec![ro::stage("all", "env=dev", 1)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = ro::wait_for(
+        &mut fleet,
+        &created.id,
+        Duration::from_secs(120),
+        "the end",
+        |r| ro::is(r, S::Succeeded) || ro::is(r, S::Failed) || ro::is(r, S::Cancelled),
+    )
+    .await;
+    assert!(ro::is(&done, S::Failed), "{}", ro::describe(&done));
+    let c = ro::clusters(&done)[0];
+    assert_eq!(c.failed_step, pb::OperationStepKind::Preflight as i32, "{c:?}");
+    assert!(
+        c.reason.contains("rollout target 1.36") && c.reason.contains("1.35, 1.34, 1.33"),
+        "{}",
+        c.reason
+    );
+    assert_eq!(eks_version(&env, "sim-1").await, "1.33");
+    env.stop().await;
+}
+
 /// A crash between storing a new rollout and committing its start leaves it Pending in the store:
 /// the restarted coordinator starts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -108,6 +108,7 @@ fn options(force: bool) -> UpgradeOptions {
             timeout: Duration::from_secs(120),
         },
         durations: None,
+        goal: None,
     }
 }
 

@@ -130,34 +130,48 @@ pub struct AwsConnector {
     opts: ConnectOptions,
     /// Loaded configurations by (region, role ARN or "").
     loaded: HashMap<(String, String), SdkConfig>,
-    /// DescribeAddonVersions answers by (region, EKS endpoint or ""), shared by the clusters there.
-    addon_versions: HashMap<(String, String), Arc<AddonVersionsCache>>,
+    /// DescribeAddonVersions and DescribeClusterVersions answers by (region, EKS endpoint or ""),
+    /// shared by the clusters there.
+    versions: HashMap<(String, String), Arc<VersionsCache>>,
 }
 
-/// How long a DescribeAddonVersions answer is reused: the versions EKS offers for a Kubernetes
-/// minor change with add-on releases (weeks apart), not between the clusters of one rollout.
-pub const ADDON_VERSIONS_TTL: Duration = Duration::from_secs(10 * 60);
+/// How long a DescribeAddonVersions or DescribeClusterVersions answer is reused: the versions
+/// EKS offers change with releases (weeks apart), not between the clusters of one rollout.
+pub const VERSIONS_TTL: Duration = Duration::from_secs(10 * 60);
 
-/// DescribeAddonVersions answers by (add-on, Kubernetes version), each kept for
-/// [`ADDON_VERSIONS_TTL`]: a rollout asks the same question once per add-on and cluster, and the
-/// answer is the same for every cluster of a region.
+/// DescribeAddonVersions answers by (add-on, Kubernetes version) and the DescribeClusterVersions
+/// answer, each kept for [`VERSIONS_TTL`]: a rollout asks the same questions for every cluster,
+/// and the answers are the same for every cluster of a region.
 #[derive(Debug, Default)]
-pub struct AddonVersionsCache {
+pub struct VersionsCache {
     answers: Mutex<HashMap<(String, String), (Instant, AddonVersions)>>,
+    cluster_versions: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
-impl AddonVersionsCache {
+impl VersionsCache {
+    fn cluster_versions(&self) -> Option<Vec<String>> {
+        let v = self.cluster_versions.lock().unwrap_or_else(|p| p.into_inner());
+        v.as_ref()
+            .filter(|(at, _)| at.elapsed() < VERSIONS_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put_cluster_versions(&self, versions: &[String]) {
+        *self.cluster_versions.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), versions.to_vec()));
+    }
+
     fn get(&self, addon: &str, kubernetes_version: &str) -> Option<AddonVersions> {
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         answers
             .get(&(addon.to_string(), kubernetes_version.to_string()))
-            .filter(|(at, _)| at.elapsed() < ADDON_VERSIONS_TTL)
+            .filter(|(at, _)| at.elapsed() < VERSIONS_TTL)
             .map(|(_, v)| v.clone())
     }
 
     fn put(&self, v: &AddonVersions) {
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        answers.retain(|_, (at, _)| at.elapsed() < ADDON_VERSIONS_TTL);
+        answers.retain(|_, (at, _)| at.elapsed() < VERSIONS_TTL);
         answers.insert(
             (v.addon.clone(), v.kubernetes_version.clone()),
             (Instant::now(), v.clone()),
@@ -171,7 +185,7 @@ impl AwsConnector {
         AwsConnector {
             opts,
             loaded: HashMap::new(),
-            addon_versions: HashMap::new(),
+            versions: HashMap::new(),
         }
     }
 
@@ -185,8 +199,8 @@ impl AwsConnector {
             cfg.eks_endpoint_url.as_deref(),
             cfg.autoscaling_endpoint_url.as_deref(),
         );
-        eks.addon_versions = self
-            .addon_versions
+        eks.versions = self
+            .versions
             .entry((
                 cfg.region.clone(),
                 cfg.eks_endpoint_url.clone().unwrap_or_default(),
@@ -249,8 +263,9 @@ pub struct AwsEks {
     asg: aws_sdk_autoscaling::Client,
     /// Where failed calls are counted, when set ([`AwsEks::with_metrics`]).
     errors: Option<EksErrorCounter>,
-    /// DescribeAddonVersions answers, shared with the region's other clusters by [`AwsConnector`].
-    addon_versions: Arc<AddonVersionsCache>,
+    /// DescribeAddonVersions and DescribeClusterVersions answers, shared with the region's other
+    /// clusters by [`AwsConnector`].
+    versions: Arc<VersionsCache>,
 }
 
 impl AwsEks {
@@ -285,7 +300,7 @@ impl AwsEks {
             eks: aws_sdk_eks::Client::from_conf(eks.build()),
             asg: aws_sdk_autoscaling::Client::from_conf(asg.build()),
             errors: None,
-            addon_versions: Arc::default(),
+            versions: Arc::default(),
         }
     }
 
@@ -786,12 +801,41 @@ impl Eks for AwsEks {
     }
 
     async fn describe_addon_versions(&self, addon: &str, kubernetes_version: &str) -> Result<AddonVersions> {
-        if let Some(v) = self.addon_versions.get(addon, kubernetes_version) {
+        if let Some(v) = self.versions.get(addon, kubernetes_version) {
             return Ok(v);
         }
         let v = self.fetch_addon_versions(addon, kubernetes_version).await?;
-        self.addon_versions.put(&v);
+        self.versions.put(&v);
         Ok(v)
+    }
+
+    async fn describe_cluster_versions(&self) -> Result<Vec<String>> {
+        if let Some(v) = self.versions.cluster_versions() {
+            return Ok(v);
+        }
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .eks
+                .describe_cluster_versions()
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("DescribeClusterVersions", "Kubernetes versions".into(), e))?;
+            out.extend(
+                page.cluster_versions()
+                    .iter()
+                    .filter_map(|v| v.cluster_version())
+                    .map(str::to_string),
+            );
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        self.versions.put_cluster_versions(&out);
+        Ok(out)
     }
 
     async fn update_addon(&self, addon: &str, version: &str) -> Result<Update> {

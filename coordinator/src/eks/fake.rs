@@ -36,6 +36,8 @@ pub struct FakeState {
     pub addons: BTreeMap<String, FakeAddon>,
     /// What DescribeAddonVersions answers, by (add-on, Kubernetes `major.minor`).
     pub addon_versions: BTreeMap<(String, String), AddonVersions>,
+    /// What DescribeClusterVersions answers; `None`: 1.20 to 1.40.
+    pub cluster_versions: Option<std::result::Result<Vec<String>, EksError>>,
     /// Upgrade insights with their details (ListInsights filters them by version).
     pub insights: Vec<InsightDetail>,
     /// When set, ListInsights is unavailable with this reason.
@@ -601,6 +603,13 @@ impl Eks for FakeEks {
             a.addon.status = next;
         }
         Ok(a.addon.clone())
+    }
+
+    async fn describe_cluster_versions(&self) -> Result<Vec<String>> {
+        let st = self.enter("DescribeClusterVersions".to_string())?;
+        st.cluster_versions
+            .clone()
+            .unwrap_or_else(|| Ok((20..=40).map(|m| format!("1.{m}")).collect()))
     }
 
     async fn describe_addon_versions(&self, addon: &str, kubernetes_version: &str) -> Result<AddonVersions> {

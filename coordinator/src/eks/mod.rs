@@ -946,6 +946,10 @@ pub trait Eks: Send + Sync {
         kubernetes_version: &str,
     ) -> impl Future<Output = Result<AddonVersions>> + Send;
 
+    /// DescribeClusterVersions (all pages): the Kubernetes `major.minor` versions EKS offers in
+    /// this cluster's region.
+    fn describe_cluster_versions(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
     /// UpdateAddon to `version`, keeping configuration changed on the cluster
     /// (`resolveConflicts: PRESERVE`); returns the update to poll.
     fn update_addon(&self, addon: &str, version: &str) -> impl Future<Output = Result<Update>> + Send;

@@ -171,6 +171,7 @@ async fn run_upgrade_step<E: Eks + ?Sized>(
         force: params.force,
         wait: waits.update,
         durations: input.durations.clone(),
+        goal: params.goal,
     };
     let progress = input.progress;
     match step {

@@ -809,11 +809,17 @@ impl<E: Eks + 'static> Worker<E> {
                 Some(self.rollout_id.clone()),
             )
             .map_err(|s| s.message().to_string()),
-            OperationWork::Upgrade { from, to, force } => {
+            OperationWork::Upgrade {
+                from,
+                to,
+                force,
+                goal,
+            } => {
                 let params = UpgradeParams {
                     from: MinorVersion::new(from.major, from.minor),
                     target: MinorVersion::new(to.major, to.minor),
                     force: *force,
+                    goal: (goal != to).then(|| MinorVersion::new(goal.major, goal.minor)),
                 };
                 Ok(record::new_upgrade(
                     operation_id.to_string(),

@@ -252,6 +252,7 @@ async fn a_retry_is_issued_when_its_backoff_ends_without_periodic_ticks() {
         from: crate::upgrade::MinorVersion::new(1, 33),
         target: crate::upgrade::MinorVersion::new(1, 34),
         force: false,
+        goal: None,
     };
     let now = Timestamp::now();
     let op = record::new_upgrade(new_operation_id(now), "c", &params, "test".into(), None, now);

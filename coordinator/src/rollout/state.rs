@@ -212,6 +212,8 @@ pub enum OperationWork {
         to: MinorVersion,
         /// Pass `force` to UpdateNodegroupVersion.
         force: bool,
+        /// The rollout's target, where the hops end (preflight checks EKS offers it).
+        goal: MinorVersion,
     },
 }
 
@@ -1657,6 +1659,7 @@ impl Rollout {
                 from: *from,
                 to: *to,
                 force: u.force,
+                goal: u.target,
             }),
             (PlannedOp::Upgrade { .. }, Work::Migration(_)) => None,
         }

@@ -238,7 +238,8 @@ fn upgrade_runs_one_operation_per_minor_hop() {
         [OperationWork::Upgrade {
             from: v("1.33"),
             to: v("1.34"),
-            force: false
+            force: false,
+            goal: v("1.35"),
         }]
     );
     assert_eq!(run(&r, "a").plan.len(), 2);
@@ -249,7 +250,8 @@ fn upgrade_runs_one_operation_per_minor_hop() {
         [OperationWork::Upgrade {
             from: v("1.34"),
             to: v("1.35"),
-            force: false
+            force: false,
+            goal: v("1.35"),
         }]
     );
     let (r, _) = next(&r, &finished("a", "r1/a/2", Outcome::Succeeded), at(20));
@@ -571,7 +573,8 @@ fn a_disconnected_cluster_starts_when_its_agent_returns() {
         [OperationWork::Upgrade {
             from: v("1.33"),
             to: v("1.34"),
-            force: false
+            force: false,
+            goal: v("1.35"),
         }]
     );
     assert_eq!(status(&r, "a"), ClusterStatus::Running);

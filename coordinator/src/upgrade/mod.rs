@@ -274,6 +274,10 @@ pub struct UpgradeOptions {
     /// What updates have taken across the fleet, to pace the polls of the next ones; `None`
     /// polls on the backoff alone.
     pub durations: Option<Arc<UpdateDurations>>,
+    /// Where the hops this one is part of end, when past this hop's target: preflight checks
+    /// that EKS offers it too, so a rollout to a version EKS does not have stops before its
+    /// first hop.
+    pub goal: Option<MinorVersion>,
 }
 
 impl Default for UpgradeOptions {
@@ -285,6 +289,7 @@ impl Default for UpgradeOptions {
                 ..WaitOptions::default()
             },
             durations: None,
+            goal: None,
         }
     }
 }

@@ -158,6 +158,50 @@ pub async fn preflight<E: Eks + ?Sized>(
     run(eks, target, inventory, opts, progress).instrument(span).await
 }
 
+/// Blocks a target (or the goal of the hops) that EKS does not offer in the cluster's region
+/// (DescribeClusterVersions): a typo such as 1.40 for 1.34 stops here, before any hop changes
+/// anything. When the API cannot be used (an IAM policy without eks:DescribeClusterVersions, a
+/// region without it) the check is a warning and UpdateClusterVersion has the last word.
+async fn check_offered<E: Eks + ?Sized>(
+    eks: &E,
+    target: MinorVersion,
+    goal: Option<MinorVersion>,
+    r: &mut PreflightReport,
+) -> Result<(), UpgradeError> {
+    let offered = match eks.describe_cluster_versions().await {
+        Ok(v) => v,
+        Err(e) if e.is_unavailable_operation() => {
+            r.warn(
+                "VERSIONS_UNCHECKED",
+                "EKS versions",
+                format!(
+                    "could not list the versions EKS offers ({e}); the target is not checked against them"
+                ),
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let have: Vec<MinorVersion> = offered
+        .iter()
+        .filter_map(|v| MinorVersion::parse(v).ok())
+        .collect();
+    for (what, v) in [("target", Some(target)), ("rollout target", goal)] {
+        let Some(v) = v else { continue };
+        if !have.contains(&v) {
+            r.block(
+                "TARGET_NOT_OFFERED",
+                format!("{what} {v}"),
+                format!(
+                    "EKS offers Kubernetes {} in this region (DescribeClusterVersions), not {v}; pick one of those",
+                    if offered.is_empty() { "no version".to_string() } else { offered.join(", ") }
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn run<E: Eks + ?Sized>(
     eks: &E,
     target: MinorVersion,
@@ -224,6 +268,7 @@ async fn run<E: Eks + ?Sized>(
             vec![cp]
         }
     };
+    check_offered(eks, target, opts.goal, &mut r).await?;
     if cluster.status != "ACTIVE" {
         r.block(
             "CONTROL_PLANE_NOT_ACTIVE",

@@ -28,6 +28,7 @@ fn opts(force: bool) -> UpgradeOptions {
             timeout: Duration::from_secs(600),
         },
         durations: None,
+        goal: None,
     }
 }
 
@@ -109,6 +110,54 @@ async fn preflight_passes_a_clean_cluster_and_reports_it() {
     let json: serde_json::Value = serde_json::from_str(out.detail.as_deref().unwrap()).unwrap();
     assert_eq!(json["target"], "1.34");
     assert!(eks.calls().iter().all(|c| !c.starts_with("Update")), "read-only");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_eks_does_not_offer_blocks_before_the_first_hop() {
+    let (eks, inv) = cluster();
+    eks.with_state(|s| s.cluster_versions = Some(Ok(vec!["1.35".into(), "1.34".into(), "1.33".into()])));
+    // The hop to 1.34 is offered; the rollout's 1.40 is not.
+    let with_goal = UpgradeOptions {
+        goal: Some(MinorVersion::new(1, 40)),
+        ..opts(false)
+    };
+    let Err(UpgradeError::PreflightBlocked(r)) = preflight(&eks, V34, &inv, &with_goal, &NoProgress).await
+    else {
+        panic!("blocked")
+    };
+    assert_eq!(r.blockers.len(), 1, "{:?}", r.blockers);
+    let b = &r.blockers[0];
+    assert_eq!(
+        (b.code, b.subject.as_str()),
+        ("TARGET_NOT_OFFERED", "rollout target 1.40")
+    );
+    assert!(b.reason.contains("1.35, 1.34, 1.33"), "{}", b.reason);
+    assert!(eks.calls().iter().all(|c| !c.starts_with("Update")), "read-only");
+    // Nor is a hop past what EKS has.
+    eks.with_state(|s| s.cluster_versions = Some(Ok(vec!["1.33".into()])));
+    let Err(UpgradeError::PreflightBlocked(r)) = preflight(&eks, V34, &inv, &opts(false), &NoProgress).await
+    else {
+        panic!("blocked")
+    };
+    assert_eq!(r.blockers[0].subject, "target 1.34");
+    // Without eks:DescribeClusterVersions the check is a warning, not a blocker.
+    eks.with_state(|s| {
+        s.cluster_versions = Some(Err(EksError::Api {
+            operation: "DescribeClusterVersions",
+            resource: "Kubernetes versions".into(),
+            code: "AccessDeniedException".into(),
+            message: "not authorized".into(),
+            status: Some(403),
+        }))
+    });
+    let r = preflight(&eks, V34, &inv, &with_goal, &NoProgress)
+        .await
+        .expect("not blocked by a denied API");
+    assert!(
+        r.warnings.iter().any(|w| w.code == "VERSIONS_UNCHECKED"),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -372,6 +372,43 @@ async fn addons_versions_and_update_changes_the_image() {
         .collect();
     assert_eq!(default, ["v1.12.3-eksbuild.1"]);
 
+    // The versions a cluster can run, newest first, paged like the real API.
+    let all = eks.describe_cluster_versions().send().await.unwrap();
+    let offered: Vec<&str> = all
+        .cluster_versions()
+        .iter()
+        .filter_map(|v| v.cluster_version())
+        .collect();
+    assert_eq!(offered, ["1.35", "1.34", "1.33"]);
+    let first = eks
+        .describe_cluster_versions()
+        .max_results(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.cluster_versions().len(), 1);
+    let rest = eks
+        .describe_cluster_versions()
+        .next_token(first.next_token().expect("a next page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.cluster_versions().len(), 2);
+    let default = eks
+        .describe_cluster_versions()
+        .default_only(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(default.cluster_versions()[0].cluster_version(), Some("1.34"));
+    let one = eks
+        .describe_cluster_versions()
+        .cluster_versions("1.40")
+        .send()
+        .await
+        .unwrap();
+    assert!(one.cluster_versions().is_empty());
+
     let e = eks
         .update_addon()
         .cluster_name("sim-1")

@@ -71,6 +71,7 @@ pub fn handle(
             update_addon(aws, name, addon, &body()?)
         }
         (Method::GET, ["addons", "supported-versions"]) => describe_addon_versions(&q),
+        (Method::GET, ["cluster-versions"]) => describe_cluster_versions(&q),
         (m, _) => Err(AwsError::new(
             "UnknownOperationException",
             404,
@@ -1364,6 +1365,58 @@ fn describe_addon_versions(q: &BTreeMap<String, Vec<String>>) -> Result<(u16, Va
     }
     let (items, next) = page(&infos, q1(q, "maxResults"), q1(q, "nextToken"))?;
     Ok((200, with_next(json!({"addons": items}), next)))
+}
+
+/// DescribeClusterVersions: the Kubernetes versions clusters can run, [`SUPPORTED_MINORS`]; the
+/// two newest in standard support, older ones in extended support, the newest but one the
+/// default (release and end-of-support dates are left out: the simulator has no calendar).
+fn describe_cluster_versions(q: &BTreeMap<String, Vec<String>>) -> Result<(u16, Value), AwsError> {
+    let newest = *SUPPORTED_MINORS.end();
+    let status_filter = q1(q, "versionStatus").or(q1(q, "status"));
+    if let Some(s) = status_filter {
+        if !["STANDARD_SUPPORT", "EXTENDED_SUPPORT", "UNSUPPORTED"].contains(&s) {
+            return Err(AwsError::invalid_parameter(format!(
+                "1 validation error detected: Value '{s}' at 'versionStatus' failed to satisfy constraint: Member must satisfy enum value set: [UNSUPPORTED, STANDARD_SUPPORT, EXTENDED_SUPPORT]"
+            )));
+        }
+    }
+    let wanted: Option<Vec<&str>> = q
+        .get("clusterVersions")
+        .map(|v| v.iter().flat_map(|s| s.split(',')).collect());
+    let eks_type = q1(q, "clusterType").is_none_or(|t| t == "eks");
+    let default_only = q1(q, "defaultOnly") == Some("true");
+    let versions: Vec<Value> = SUPPORTED_MINORS
+        .rev()
+        .filter(|_| eks_type)
+        .map(|m| {
+            let status = if m + 1 >= newest {
+                "STANDARD_SUPPORT"
+            } else {
+                "EXTENDED_SUPPORT"
+            };
+            (m, status, m + 1 == newest)
+        })
+        .filter(|(m, status, default)| {
+            status_filter.is_none_or(|s| s == *status)
+                && (!default_only || *default)
+                && wanted
+                    .as_ref()
+                    .is_none_or(|w| w.contains(&format!("1.{m}").as_str()))
+        })
+        .map(|(m, status, default)| {
+            json!({
+                "clusterVersion": format!("1.{m}"),
+                "clusterType": "eks",
+                "defaultPlatformVersion": "eks.1",
+                "defaultVersion": default,
+                "status": status,
+                "versionStatus": status,
+                "kubernetesPatchVersion": format!("1.{m}.0"),
+            })
+        })
+        .collect();
+    let (items, next) = page(&versions, q1(q, "maxResults"), q1(q, "nextToken"))?;
+    Ok((200, with_next(json!({"clusterVersions": items}), next)))
 }
 
 fn update_addon(aws: &Arc<Aws>, name: &str, addon: &str, body: &Value) -> Result<(u16, Value), AwsError> {

@@ -84,7 +84,7 @@ fn error(api: &Api, e: &AwsError, request_id: &str) -> Response<Full<Bytes>> {
 /// An EKS request's shape: its method and path with names and ids as `*`
 /// (`GET /clusters/*/updates/*`).
 fn eks_shape(method: &http::Method, path: &str) -> String {
-    const WORDS: [&str; 8] = [
+    const WORDS: [&str; 9] = [
         "clusters",
         "updates",
         "node-groups",
@@ -93,6 +93,7 @@ fn eks_shape(method: &http::Method, path: &str) -> String {
         "addons",
         "update",
         "supported-versions",
+        "cluster-versions",
     ];
     let mut shape = method.to_string();
     for seg in path.split('/').filter(|s| !s.is_empty()) {
