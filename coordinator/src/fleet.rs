@@ -26,7 +26,7 @@ use crate::engine::rollouts::{RolloutError, Rollouts};
 use crate::engine::{new_operation_id, record, Engine, EngineError, Update};
 use crate::params::{MigrationParams, UpgradeParams};
 use crate::rollout::convert as rollout_convert;
-use crate::rollout::{Event as RolloutEvent, RolloutSpec};
+use crate::rollout::{Event as RolloutEvent, RolloutSpec, Work};
 use crate::selector::Selector;
 use crate::sessions::Sessions;
 use crate::store::RolloutRecord;
@@ -106,6 +106,43 @@ impl<E: Eks + 'static> FleetService<E> {
                 labels.join(", ")
             }
         )))
+    }
+
+    /// Refuses an upgrade rollout to a version EKS does not offer (DescribeClusterVersions, asked
+    /// once per region of the selected clusters, answers cached): a typo (1.3, 1.40) is refused
+    /// here rather than skipping every cluster or failing each at its preflight. When EKS does not
+    /// answer, each cluster's preflight checks the target.
+    async fn check_target_offered(&self, spec: &RolloutSpec) -> Result<(), Status> {
+        let Work::Upgrade(u) = &spec.work else {
+            return Ok(());
+        };
+        let target = u.target.to_string();
+        let mut regions = BTreeSet::new();
+        let selected = self.clusters.clusters.iter().filter(|c| {
+            spec.selector.matches(&c.labels) && spec.stages.iter().any(|s| s.selector.matches(&c.labels))
+        });
+        for c in selected {
+            if !regions.insert(c.region.as_str()) {
+                continue;
+            }
+            let Some(eks) = self.engine.eks(&c.name) else {
+                continue;
+            };
+            match eks.describe_cluster_versions().await {
+                Ok(offered) if !offered.contains(&target) => {
+                    return Err(Status::invalid_argument(format!(
+                        "work.upgrade.targetVersion: EKS offers Kubernetes {} in {} (DescribeClusterVersions), not {target}; pick one of those",
+                        offered.join(", "),
+                        c.region
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(region = %c.region, error = %e, "could not list the versions EKS offers; each cluster's preflight checks the target")
+                }
+            }
+        }
+        Ok(())
     }
 
     fn cluster_proto(&self, name: &str) -> Option<pb::Cluster> {
@@ -533,6 +570,7 @@ impl<E: Eks + 'static> Fleet for FleetService<E> {
         let req = request.into_inner();
         let spec = RolloutSpec::from_proto(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_selects_some_cluster(&spec)?;
+        self.check_target_offered(&spec).await?;
         let r = self
             .rollouts
             .create(spec, caller.uri())
