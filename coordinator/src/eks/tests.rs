@@ -308,3 +308,47 @@ async fn nodegroup_delete_and_asg_lifecycle_on_the_fake() {
         Err(EksError::AmbiguousAsg { count: 2, .. })
     ));
 }
+
+/// The IAM policy shipped for the coordinator (`deploy/iam/flotilla-coordinator-policy.json`)
+/// allows every EKS and Auto Scaling call [`aws::AwsEks`] makes, and nothing it does not make.
+#[test]
+fn the_shipped_iam_policy_allows_exactly_the_calls_the_code_makes() {
+    let source = include_str!("aws.rs");
+    let mut called = std::collections::BTreeSet::new();
+    for (client, service) in [(".eks", "eks"), (".asg", "autoscaling")] {
+        // `self.eks.describe_cluster()` and `self\n    .eks\n    .describe_cluster()`.
+        let flat: String = source.split_whitespace().collect();
+        for (i, _) in flat.match_indices(&format!("{client}.")) {
+            let rest = &flat[i + client.len() + 1..];
+            let op: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if op.is_empty() || !rest[op.len()..].starts_with('(') {
+                continue;
+            }
+            let pascal: String = op
+                .split('_')
+                .map(|w| w[..1].to_ascii_uppercase() + &w[1..])
+                .collect();
+            called.insert(format!("{service}:{pascal}"));
+        }
+    }
+    let policy: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../deploy/iam/flotilla-coordinator-policy.json"
+    ))
+    .expect("the policy is JSON");
+    let allowed: std::collections::BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            serde_json::Value::String(a) => vec![a.clone()],
+            serde_json::Value::Array(a) => a.iter().filter_map(|a| a.as_str().map(str::to_string)).collect(),
+            _ => vec![],
+        })
+        .filter(|a| !a.starts_with("iam:"))
+        .collect();
+    assert!(called.len() >= 19, "the scan found the calls: {called:?}");
+    assert_eq!(called, allowed, "calls in aws.rs vs the policy's actions");
+}
