@@ -1,6 +1,8 @@
 //! The seam between the steps and the Kubernetes API: the small set of operations steps need.
-//! One real implementation ([`KubeCluster`], kube-rs) and one in-memory fake ([`FakeCluster`]).
+//! One real implementation ([`KubeCluster`], kube-rs) and, for unit tests, an in-memory fake
+//! (`fake::FakeCluster`).
 
+#[cfg(test)]
 pub mod fake;
 pub mod kube;
 
@@ -15,6 +17,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde::Serialize;
 
+#[cfg(test)]
 pub use self::fake::FakeCluster;
 pub use self::kube::KubeCluster;
 

@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Failure bound on anything the tests wait for (never a measure of speed).
 pub const BOUND: Duration = Duration::from_secs(180);
+/// The simulated cluster the agent under test serves.
 pub const CLUSTER: &str = "sim-1";
 
 // === Certificates ===
@@ -43,6 +44,8 @@ pub struct Certs {
     pub dir: tempfile::TempDir,
 }
 
+/// An agent certificate for `cluster` (SAN `spiffe://flotilla/agent/<cluster>`) signed by `ca`:
+/// its PEM and its key's PEM.
 pub fn issue_agent(ca: &CertifiedIssuer<'_, KeyPair>, cluster: &str) -> (String, String) {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::default();
@@ -60,6 +63,8 @@ pub fn issue_agent(ca: &CertifiedIssuer<'_, KeyPair>, cluster: &str) -> (String,
     (cert.pem(), key.serialize_pem())
 }
 
+/// A fresh CA with the gateway's certificate (localhost, 127.0.0.1) and agent certificates for
+/// [`CLUSTER`] and `other`, written to a temporary directory.
 pub fn certs() -> Certs {
     let mut params = CertificateParams::default();
     params
@@ -150,6 +155,7 @@ impl Conn {
         out
     }
 
+    /// Sends one message down to the agent.
     pub async fn send(&self, m: Down) {
         self.tx
             .send(Ok(pb::CoordinatorMessage { message: Some(m) }))
@@ -157,6 +163,7 @@ impl Conn {
             .expect("the agent's stream is open");
     }
 
+    /// Sends `RunStep` for attempt `attempt` of `op`'s step `step_id`.
     pub async fn run_step(&self, op: &str, step_id: &str, attempt: u32, step: pb::run_step::Step) {
         self.send(Down::RunStep(pb::RunStep {
             operation_id: op.into(),
@@ -168,6 +175,7 @@ impl Conn {
         .await;
     }
 
+    /// Acknowledges the result `r` (the agent then stops re-sending it).
     pub async fn ack(&self, r: &pb::StepResult) {
         self.send(Down::Ack(pb::Ack {
             operation_id: r.operation_id.clone(),
@@ -218,6 +226,7 @@ pub struct Gateway {
     pub conns: mpsc::UnboundedSender<Conn>,
 }
 
+/// The cluster an agent certificate names (its `spiffe://flotilla/agent/<cluster>` URI SAN).
 pub fn cluster_of(cert: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
     let san = cert.subject_alternative_name().ok()??;
@@ -277,6 +286,7 @@ impl AgentGateway for Gateway {
     }
 }
 
+/// A test gateway: each agent session arrives on `conns`; agents dial `url`.
 pub struct Coordinator {
     pub conns: mpsc::UnboundedReceiver<Conn>,
     pub url: String,
@@ -301,6 +311,7 @@ impl Drop for Coordinator {
     }
 }
 
+/// Serves the test gateway over mTLS on `listener`.
 pub fn serve_on(listener: TcpListener, certs: &Certs) -> Coordinator {
     let url = format!("https://{}", listener.local_addr().expect("addr"));
     let (tx, conns) = mpsc::unbounded_channel();
@@ -320,6 +331,7 @@ pub fn serve_on(listener: TcpListener, certs: &Certs) -> Coordinator {
     Coordinator { conns, url, server }
 }
 
+/// The test gateway on a free loopback port.
 pub async fn coordinator(certs: &Certs) -> Coordinator {
     serve_on(TcpListener::bind("127.0.0.1:0").await.expect("bind"), certs)
 }
@@ -359,6 +371,8 @@ pub fn stuck_scenario() -> Scenario {
     s
 }
 
+/// One simulated cluster (scenario `s`) with a kubeconfig and a kube-rs client for it; dropping
+/// it stops the simulator.
 pub struct Sim {
     pub _fleet: Fleet,
     pub _dir: tempfile::TempDir,
@@ -366,6 +380,7 @@ pub struct Sim {
     pub client: kube::Client,
 }
 
+/// Starts one simulated cluster of `s` and waits until it has settled.
 pub async fn sim(s: Scenario) -> Sim {
     let dir = tempfile::tempdir().expect("dir");
     let fleet = Fleet::start_scenario(&s, 1, FleetOptions::default())
@@ -403,6 +418,7 @@ pub async fn sim(s: Scenario) -> Sim {
 }
 
 impl Sim {
+    /// The nodes of the self-managed group `ng-old`.
     pub async fn old_nodes(&self) -> Vec<Node> {
         Api::<Node>::all(self.client.clone())
             .list(&ListParams::default().labels(&format!("{}=ng-old", model::SELF_MANAGED_LABEL)))
@@ -432,6 +448,7 @@ impl Sim {
             .collect()
     }
 
+    /// How many Kubernetes Events have reason `reason`.
     pub async fn events(&self, reason: &str) -> usize {
         Api::<Event>::all(self.client.clone())
             .list(&ListParams::default())
@@ -444,6 +461,7 @@ impl Sim {
     }
 }
 
+/// A Taint step on `ng-old` (the default taint key).
 pub fn taint() -> pb::run_step::Step {
     pb::run_step::Step::Taint(pb::TaintParams {
         group: "ng-old".into(),
@@ -451,6 +469,7 @@ pub fn taint() -> pb::run_step::Step {
     })
 }
 
+/// A Drain step on `ng-old`, 4 nodes at once, each given `node_timeout_s` seconds.
 pub fn drain(node_timeout_s: i64) -> pb::run_step::Step {
     pb::run_step::Step::Drain(pb::DrainParams {
         group: "ng-old".into(),
@@ -467,6 +486,7 @@ pub fn drain(node_timeout_s: i64) -> pb::run_step::Step {
     })
 }
 
+/// The output of a successful result (panics on an error).
 pub fn ok_output(r: &pb::StepResult) -> pb::step_output::Output {
     match &r.outcome {
         Some(pb::step_result::Outcome::Ok(pb::StepOutput { output: Some(o) })) => o.clone(),
@@ -474,6 +494,7 @@ pub fn ok_output(r: &pb::StepResult) -> pb::step_output::Output {
     }
 }
 
+/// The error of a failed result (panics on a success).
 pub fn error_of(r: &pb::StepResult) -> pb::StepError {
     match &r.outcome {
         Some(pb::step_result::Outcome::Error(e)) => e.clone(),
@@ -481,6 +502,7 @@ pub fn error_of(r: &pb::StepResult) -> pb::StepError {
     }
 }
 
+/// A `RunningStep` entry (as a Hello lists them).
 pub fn running(op: &str, step: &str, attempt: u32) -> pb::RunningStep {
     pb::RunningStep {
         operation_id: op.into(),

@@ -3,10 +3,11 @@
 //! plane, node groups and add-ons, read upgrade insights), its domain types, and the polling
 //! helpers that wait with backoff.
 //!
-//! [`aws`] is the one real implementation (aws-sdk-eks + aws-sdk-autoscaling); [`fake`] is an
-//! in-memory stand-in for tests.
+//! [`aws`] is the one real implementation (aws-sdk-eks + aws-sdk-autoscaling); `fake` is an
+//! in-memory stand-in for unit tests.
 
 pub mod aws;
+#[cfg(test)]
 pub mod fake;
 
 use std::collections::BTreeMap;

@@ -566,7 +566,7 @@ fn migration_from_proto(m: &pb::MigrationParams, field: &str) -> Result<Migratio
 
 /// Converts and validates a node group template; `field` is its path. Empty `subnets` are
 /// allowed (inherited per cluster from the group being replaced); an empty `nodeRole` is refused
-/// by the operation's own check (see [`crate::params::MigrationParams::validate`]).
+/// ([`crate::params::NODE_ROLE_REQUIRED`]).
 fn template_from_proto(t: &pb::NodegroupTemplate, field: &str) -> Result<NodegroupTemplate, SpecError> {
     let Some(sc) = &t.scaling_config else {
         return bad(

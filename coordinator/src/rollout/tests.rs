@@ -164,13 +164,6 @@ fn run(r: &Rollout, name: &str) -> ClusterRun {
     (*r.stages[k].clusters[i]).clone()
 }
 
-#[allow(dead_code)]
-fn has_record(actions: &[Action], needle: &str) -> bool {
-    actions
-        .iter()
-        .any(|a| matches!(a, Action::RecordEvent { message, .. } if message.contains(needle)))
-}
-
 // === membership and planning ===
 
 #[test]

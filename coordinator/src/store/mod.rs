@@ -4,8 +4,9 @@
 //! acted on, so a coordinator killed at any moment resumes from what it last acknowledged.
 //!
 //! [`Store`] is the trait domain logic sees; [`sled::SledStore`] is the one real implementation and
-//! [`fake::MemStore`] an in-memory one for unit tests of other modules.
+//! `fake::MemStore` an in-memory one for unit tests of other modules.
 
+#[cfg(test)]
 pub mod fake;
 pub mod sled;
 
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
 pub use self::fake::MemStore;
 pub use self::sled::SledStore;
 use crate::rollout::Rollout;

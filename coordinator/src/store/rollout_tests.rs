@@ -337,15 +337,11 @@ fn sled_concurrent_rollout_writers_one_wins() {
 
 const CRASH_DIR_ENV: &str = "FLOTILLA_ROLLOUT_CRASH_DIR";
 
-/// The child half of [`sled_acknowledged_rollout_writes_survive_sigkill`]: moves a rollout on
-/// (operation after operation succeeding) until killed, printing an `ack` after each write.
-/// A no-op when run as an ordinary test.
-#[test]
-fn rollout_crash_child() {
-    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
-        return;
-    };
-    let store = SledStore::open(Path::new(&dir)).unwrap();
+/// The child half of [`sled_acknowledged_rollout_writes_survive_sigkill`] (which re-executes
+/// itself with [`CRASH_DIR_ENV`] set): moves a rollout on (operation after operation succeeding)
+/// until killed, printing an `ack` after each write.
+fn rollout_crash_child(dir: &std::ffi::OsStr) {
+    let store = SledStore::open(Path::new(dir)).unwrap();
     let mut out = std::io::stdout().lock();
     let mut rec = store.create_rollout(&record(rollout("r", 60))).unwrap();
     writeln!(out, "ack version {}", rec.version).unwrap();
@@ -408,11 +404,14 @@ fn rollout_crash_child() {
 
 #[test]
 fn sled_acknowledged_rollout_writes_survive_sigkill() {
+    if let Some(dir) = std::env::var_os(CRASH_DIR_ENV) {
+        return rollout_crash_child(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "store::rollout_tests::rollout_crash_child",
+            "store::rollout_tests::sled_acknowledged_rollout_writes_survive_sigkill",
             "--nocapture",
             "--test-threads=1",
         ])

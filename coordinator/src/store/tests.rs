@@ -357,14 +357,10 @@ fn sled_refuses_unversioned_data() {
 
 const CRASH_DIR_ENV: &str = "FLOTILLA_STORE_CRASH_DIR";
 
-/// The child half of [`sled_acknowledged_writes_survive_sigkill`]: writes until killed, printing an
-/// `ack` line after each write returns. A no-op when run as an ordinary test.
-#[test]
-fn crash_child() {
-    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
-        return;
-    };
-    let store = SledStore::open(Path::new(&dir)).unwrap();
+/// The child half of [`sled_acknowledged_writes_survive_sigkill`] (which re-executes itself with
+/// [`CRASH_DIR_ENV`] set): writes until killed, printing an `ack` line after each write returns.
+fn crash_child(dir: &std::ffi::OsStr) {
+    let store = SledStore::open(Path::new(dir)).unwrap();
     let mut out = std::io::stdout().lock();
     for i in 0..1_000_000u64 {
         let id = format!("op-{i}");
@@ -388,11 +384,14 @@ fn crash_child() {
 
 #[test]
 fn sled_acknowledged_writes_survive_sigkill() {
+    if let Some(dir) = std::env::var_os(CRASH_DIR_ENV) {
+        return crash_child(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "store::tests::crash_child",
+            "store::tests::sled_acknowledged_writes_survive_sigkill",
             "--nocapture",
             "--test-threads=1",
         ])

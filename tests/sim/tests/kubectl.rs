@@ -221,9 +221,18 @@ async fn rollout_status_follows_a_template_change() {
 async fn drain_needs_force_for_the_standalone_pod_then_completes() {
     let (f, dir) = fleet(1).await;
     let node = node_of(&f, "shop", "debug-shell");
-    // If `cache` shares the node, its PDB (minAvailable 1 of 1) would block; move it first.
-    let cache_node = node_of(&f, "shop", "cache-");
-    assert!(!cache_node.is_empty());
+    // If `cache` shares the node, its PDB (minAvailable 1 of 1) would block the drain: cordon
+    // the node and scale `cache` to 2 (the new pod lands elsewhere), so the PDB lets one go.
+    if node_of(&f, "shop", "cache-") == node {
+        assert!(kubectl_async(&dir, "sim-1", &["cordon", node.as_str()]).await.ok);
+        let out = kubectl_async(
+            &dir,
+            "sim-1",
+            &["-n", "shop", "scale", "deployment/cache", "--replicas=2"],
+        )
+        .await;
+        assert!(out.ok, "{out:?}");
+    }
     let args = [
         "drain",
         node.as_str(),
@@ -242,9 +251,6 @@ async fn drain_needs_force_for_the_standalone_pod_then_completes() {
         "{out:?}"
     );
     assert!(out.stderr.contains("shop/debug-shell"), "{out:?}");
-    if cache_node == node {
-        return; // the PDB case is covered by drain_blocked_by_pdb_fails_at_timeout
-    }
     let mut forced = args.to_vec();
     forced.push("--force");
     let out = kubectl_async(&dir, "sim-1", &forced).await;

@@ -3060,7 +3060,7 @@ timing:            # all durations as "500ms", "2s", "1m"; preset `fast` (defaul
   podStartDelay: 100ms       # scheduled -> Running
   podReadinessDelay: 300ms   # Running -> Ready (per deployment override allowed)
   terminationSeconds: 1s     # how long containers take to exit after SIGTERM (bounded by the pod's grace period)
-  nodeReadyDelay: 1s         # a new node registers -> Ready (used later by simulated EKS)
+  nodeReadyDelay: 1s         # a new node registers -> Ready (nodes EKS creates: new node groups, node group updates)
 nodeGroups:
   - name: ng-old
     type: self-managed       # or managed (label eks.amazonaws.com/nodegroup=<name>, eks.amazonaws.com/capacityType=ON_DEMAND)
