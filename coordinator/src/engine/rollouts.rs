@@ -675,41 +675,56 @@ impl<E: Eks + 'static> Worker<E> {
                 Action::CancelOperation {
                     cluster,
                     operation_id,
-                } => {
-                    let reason = format!("rollout {} cancelled", self.rollout_id);
-                    match self.rollouts.inner.engine.cancel(&operation_id, &reason).await {
-                        Ok(_) => {}
-                        Err(EngineError::CancelRefused { reason, .. }) => {
-                            tracing::info!(%cluster, operation = %operation_id, %reason, "cancel refused; the operation runs to its end");
-                        }
-                        Err(e) => self.stop_failed(&cluster, &operation_id, "cancel", e).await,
-                    }
-                }
+                } => self.stop(cluster, operation_id, Stop::Cancel),
                 Action::HaltOperation {
                     cluster,
                     operation_id,
-                } => {
-                    let reason = format!("rollout {} halted", self.rollout_id);
-                    if let Err(e) = self.rollouts.inner.engine.halt(&operation_id, &reason).await {
-                        self.stop_failed(&cluster, &operation_id, "halt", e).await;
-                    }
-                }
+                } => self.stop(cluster, operation_id, Stop::Halt),
                 Action::RecordEvent { .. } => {}
             }
         }
     }
 
-    /// A cancel or halt that could not be delivered: the operation may not exist (its start
-    /// failed), in which case its end is reported from what is stored.
-    async fn stop_failed(&self, cluster: &str, operation_id: &str, what: &str, e: EngineError) {
-        tracing::warn!(%cluster, operation = %operation_id, error = %e, "{what} not delivered");
-        if let EngineError::NotFound(_) = e {
-            let _ = self.tx.send(Input::Event(Event::OperationFinished {
-                cluster: cluster.to_string(),
-                operation_id: operation_id.to_string(),
-                outcome: Outcome::Cancelled,
-            }));
-        }
+    /// Delivers a cancel or halt to an operation, in the background so other clusters' actions
+    /// do not wait. An operation that does not exist (its start failed) is reported cancelled; a
+    /// delivery the store could not take is retried (0.5 s doubling to 30 s) until it lands or
+    /// the coordinator stops, so the rollout never waits on an operation that was not told.
+    fn stop(&self, cluster: String, operation_id: String, stop: Stop) {
+        let engine = self.rollouts.inner.engine.clone();
+        let tx = self.tx.clone();
+        let reason = match stop {
+            Stop::Cancel => format!("rollout {} cancelled", self.rollout_id),
+            Stop::Halt => format!("rollout {} halted", self.rollout_id),
+        };
+        self.rollouts.spawn_task(async move {
+            let mut wait = Duration::from_millis(500);
+            loop {
+                let delivered = match stop {
+                    Stop::Cancel => engine.cancel(&operation_id, &reason).await,
+                    Stop::Halt => engine.halt(&operation_id, &reason).await,
+                };
+                match delivered {
+                    Ok(_) | Err(EngineError::Stopped) => return,
+                    Err(EngineError::CancelRefused { reason, .. }) => {
+                        tracing::info!(%cluster, operation = %operation_id, %reason, "cancel refused; the operation runs to its end");
+                        return;
+                    }
+                    Err(EngineError::NotFound(_)) => {
+                        let _ = tx.send(Input::Event(Event::OperationFinished {
+                            cluster,
+                            operation_id,
+                            outcome: Outcome::Cancelled,
+                        }));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%cluster, operation = %operation_id, error = %e, ?stop, retry_in = ?wait, "stop not delivered; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
     }
 
     fn report(&self, event: Event) {
