@@ -5,17 +5,19 @@
 //! # Layout
 //!
 //! - [`cluster`]: the `Cluster` trait (the operations steps need), its kube-rs implementation
-//!   and an in-memory fake.
+//!   and, for unit tests, an in-memory fake.
 //! - [`steps`]: one module per step, `enum Step` to dispatch them, progress and `StepError`.
 //! - [`inventory`], [`events`], [`model`], [`placement`]: what the steps share.
 //! - [`uplink`]: the session with the coordinator (mTLS gRPC, dial out, run the steps it sends,
 //!   re-send results until acked) — what `flotilla-agent --coordinator URL` runs, and what a demo
 //!   embeds in-process with [`uplink::run`].
 //! - [`metrics`]: the Prometheus metrics the agent serves on `--metrics-listen`.
-//! - [`local`], [`args`]: the local runner (`flotilla-agent local migrate`) and the CLI.
+//! - [`local`], [`args`], [`cli`]: the local runner (`flotilla-agent local migrate`), the
+//!   command line, and what each command does.
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod cli;
 pub mod cluster;
 pub mod deprecated_apis;
 pub mod error;
