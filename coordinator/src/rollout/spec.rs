@@ -662,6 +662,15 @@ mod tests {
         }
     }
 
+    /// Sets `r`'s work to [`migration`] as `edit` leaves it.
+    fn with_migration(r: &mut pb::CreateRolloutRequest, edit: impl FnOnce(&mut pb::MigrationParams)) {
+        let mut m = migration();
+        edit(&mut m);
+        r.work = Some(pb::Work {
+            kind: Some(pb::work::Kind::Migration(m)),
+        });
+    }
+
     fn upgrade(target: &str) -> pb::Work {
         pb::Work {
             kind: Some(pb::work::Kind::Upgrade(pb::UpgradeParams {
@@ -829,10 +838,8 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.nodegroup = None;
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        m.nodegroup = None;
                     })
                 },
                 "work.migration.nodegroup",
@@ -840,12 +847,10 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    if let Some(t) = m.nodegroup.as_mut() {
-                        t.node_role = "role/nodes".into();
-                    }
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        if let Some(t) = m.nodegroup.as_mut() {
+                            t.node_role = "role/nodes".into();
+                        }
                     })
                 },
                 "work.migration.nodegroup.nodeRole",
@@ -853,12 +858,10 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    if let Some(t) = m.nodegroup.as_mut() {
-                        t.node_role.clear();
-                    }
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        if let Some(t) = m.nodegroup.as_mut() {
+                            t.node_role.clear();
+                        }
                     })
                 },
                 "work.migration.nodegroup.nodeRole",
@@ -866,10 +869,8 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.surge = Some(pb::migration_params::Surge::SurgeCount(u32::MAX));
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        m.surge = Some(pb::migration_params::Surge::SurgeCount(u32::MAX));
                     })
                 },
                 "work.migration.surgeCount",
@@ -877,10 +878,8 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.drain_concurrency = 500;
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        m.drain_concurrency = 500;
                     })
                 },
                 "work.migration.drainConcurrency",
@@ -888,10 +887,8 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.from_nodegroup = "ng-new".into();
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        m.from_nodegroup = "ng-new".into();
                     })
                 },
                 "work.migration.nodegroup.nodegroupName",
@@ -899,13 +896,11 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.node_timeout = Some(prost_types::Duration {
-                        seconds: 8 * 24 * 3600,
-                        nanos: 0,
-                    });
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        m.node_timeout = Some(prost_types::Duration {
+                            seconds: 8 * 24 * 3600,
+                            nanos: 0,
+                        });
                     })
                 },
                 "work.migration.nodeTimeout",
@@ -913,19 +908,17 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.node_timeout = Some(prost_types::Duration {
-                        seconds: 60,
-                        nanos: 0,
-                    });
-                    m.on_blocked = Some(pb::OnBlocked {
-                        policy: Some(pb::on_blocked::Policy::ForceAfter(prost_types::Duration {
-                            seconds: 120,
+                    with_migration(r, |m| {
+                        m.node_timeout = Some(prost_types::Duration {
+                            seconds: 60,
                             nanos: 0,
-                        })),
-                    });
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                        });
+                        m.on_blocked = Some(pb::OnBlocked {
+                            policy: Some(pb::on_blocked::Policy::ForceAfter(prost_types::Duration {
+                                seconds: 120,
+                                nanos: 0,
+                            })),
+                        });
                     })
                 },
                 "work.migration.onBlocked.forceAfter",
@@ -943,10 +936,8 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.surge = Some(pb::migration_params::Surge::SurgePercent(0));
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        m.surge = Some(pb::migration_params::Surge::SurgePercent(0));
                     })
                 },
                 "work.migration.surgePercent",
@@ -954,10 +945,8 @@ mod tests {
             ),
             (
                 |r| {
-                    let mut m = migration();
-                    m.taint_key = "bad key".into();
-                    r.work = Some(pb::Work {
-                        kind: Some(pb::work::Kind::Migration(m)),
+                    with_migration(r, |m| {
+                        m.taint_key = "bad key".into();
                     })
                 },
                 "work.migration.taintKey",
