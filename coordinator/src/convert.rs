@@ -48,10 +48,17 @@ pub fn dur(d: Duration) -> prost_types::Duration {
     }
 }
 
-/// A duration from the wire; negative ones are refused naming `field`.
+/// A duration from the wire; negative or malformed ones are refused naming `field` (as
+/// CreateRollout does).
 fn from_dur(d: &prost_types::Duration, field: &str) -> Result<Duration, ParamError> {
     if d.seconds < 0 || d.nanos < 0 {
         return Err(ParamError::new(field, "must not be negative"));
+    }
+    if d.nanos >= 1_000_000_000 {
+        return Err(ParamError::new(
+            field,
+            "nanos must be below one second; carry whole seconds into `seconds`",
+        ));
     }
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
 }
