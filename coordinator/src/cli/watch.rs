@@ -544,8 +544,7 @@ pub async fn watch_operation(
     io: &mut Io,
     format: Format,
 ) -> Result<Outcome, CliError> {
-    use pb::operation_event::Event::Snapshot;
-    let mut display = match format {
+    let display = match format {
         Format::Table if io.live => Display::Live(Box::new(LiveOperation::new(io.live_target))),
         Format::Table => Display::Lines,
         f => Display::Objects(f),
@@ -556,80 +555,13 @@ pub async fn watch_operation(
             "watching operation {id}; Ctrl-C stops watching (the operation goes on)"
         )?;
     }
-    let mut tracker = OperationTracker::default();
-    let mut attempts = 0;
-    'watch: loop {
-        let request = pb::WatchOperationRequest {
-            operation_id: id.to_owned(),
-            since_sequence: tracker.last_log,
-        };
-        let mut stream = match client.fleet.watch_operation(request).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                let err = client.status(status);
-                if retryable(&err) && attempts < RECONNECTS {
-                    attempts += 1;
-                    backoff(attempts, io, &err).await?;
-                    continue 'watch;
-                }
-                return Err(err);
-            }
-        };
-        loop {
-            let event = match stream.message().await {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(status) => {
-                    let err = client.status(status);
-                    if retryable(&err) && attempts < RECONNECTS {
-                        attempts += 1;
-                        backoff(attempts, io, &err).await?;
-                        continue 'watch;
-                    }
-                    return Err(err);
-                }
-            };
-            if !matches!(event.event, Some(Snapshot(_))) {
-                // Only news resets the count: a watch that breaks right after its snapshot gives up.
-                attempts = 0;
-            }
-            if !tracker.apply(&event) {
-                continue;
-            }
-            let now = Timestamp::now();
-            if let Some(op) = &tracker.operation {
-                match &mut display {
-                    Display::Live(live) => {
-                        if let Some(pb::operation_event::Event::Log(line)) = &event.event {
-                            live.log(&format!("{} {}", clock(event.at.as_ref()), log_text(line, op)));
-                        }
-                        live.update(op, now)
-                    }
-                    Display::Lines => {
-                        for line in operation_event_lines(&event, op, now) {
-                            writeln!(io.out, "{line}")?;
-                        }
-                        io.out.flush()?;
-                    }
-                    Display::Objects(f) => {
-                        if let Some(obj) = operation_event_object(&event, op, now) {
-                            write_object(&mut *io.out, *f, &obj)?;
-                        }
-                    }
-                }
-            }
-            if tracker.ended() {
-                break 'watch;
-            }
-        }
-        // The stream closed before the operation ended: open it again.
-        if attempts >= RECONNECTS {
-            break;
-        }
-        attempts += 1;
-        let err = CliError::WatchEnded("the coordinator closed the watch".into());
-        backoff(attempts, io, &err).await?;
-    }
+    let mut watch = OperationWatch {
+        id,
+        tracker: OperationTracker::default(),
+        display,
+    };
+    follow(client, &mut watch, io).await?;
+    let OperationWatch { tracker, display, .. } = watch;
     if let Display::Live(live) = display {
         live.finish();
     }
@@ -670,6 +602,125 @@ pub async fn watch_operation(
     } else {
         Outcome::Failed
     })
+}
+
+/// One kind of watch [`follow`] runs: how its stream is opened and what each event does.
+trait Watched {
+    /// The stream's event.
+    type Event;
+    /// Opens (or reopens) the stream.
+    async fn open(&self, client: &mut Client) -> Result<tonic::Streaming<Self::Event>, tonic::Status>;
+    /// Whether `event` is news rather than a snapshot: only news resets the reconnect count, so
+    /// a watch that breaks right after each snapshot gives up.
+    fn is_news(event: &Self::Event) -> bool;
+    /// Applies and shows `event`; returns whether the watched operation or rollout has ended.
+    async fn show(&mut self, client: &mut Client, event: Self::Event, io: &mut Io) -> Result<bool, CliError>;
+}
+
+/// Follows `watch` until what it watches ends (`Ok(true)`), reopening its stream with backoff
+/// when it breaks or closes early; `Ok(false)` once [`RECONNECTS`] reconnects in a row brought
+/// no news.
+async fn follow<W: Watched>(client: &mut Client, watch: &mut W, io: &mut Io) -> Result<bool, CliError> {
+    let mut attempts = 0;
+    'watch: loop {
+        let mut stream = match watch.open(client).await {
+            Ok(stream) => stream,
+            Err(status) => {
+                let err = client.status(status);
+                if retryable(&err) && attempts < RECONNECTS {
+                    attempts += 1;
+                    backoff(attempts, io, &err).await?;
+                    continue 'watch;
+                }
+                return Err(err);
+            }
+        };
+        loop {
+            let event = match stream.message().await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(status) => {
+                    let err = client.status(status);
+                    if retryable(&err) && attempts < RECONNECTS {
+                        attempts += 1;
+                        backoff(attempts, io, &err).await?;
+                        continue 'watch;
+                    }
+                    return Err(err);
+                }
+            };
+            if W::is_news(&event) {
+                attempts = 0;
+            }
+            if watch.show(client, event, io).await? {
+                return Ok(true);
+            }
+        }
+        // The stream closed before the end: open it again.
+        if attempts >= RECONNECTS {
+            return Ok(false);
+        }
+        attempts += 1;
+        let err = CliError::WatchEnded("the coordinator closed the watch".into());
+        backoff(attempts, io, &err).await?;
+    }
+}
+
+/// `flotilla operations watch`: WatchOperation from the last log line seen.
+struct OperationWatch<'a> {
+    id: &'a str,
+    tracker: OperationTracker,
+    display: Display,
+}
+
+impl Watched for OperationWatch<'_> {
+    type Event = pb::OperationEvent;
+
+    async fn open(&self, client: &mut Client) -> Result<tonic::Streaming<Self::Event>, tonic::Status> {
+        let request = pb::WatchOperationRequest {
+            operation_id: self.id.to_owned(),
+            since_sequence: self.tracker.last_log,
+        };
+        Ok(client.fleet.watch_operation(request).await?.into_inner())
+    }
+
+    fn is_news(event: &Self::Event) -> bool {
+        !matches!(event.event, Some(pb::operation_event::Event::Snapshot(_)))
+    }
+
+    async fn show(
+        &mut self,
+        _client: &mut Client,
+        event: Self::Event,
+        io: &mut Io,
+    ) -> Result<bool, CliError> {
+        if !self.tracker.apply(&event) {
+            return Ok(false);
+        }
+        let now = Timestamp::now();
+        if let Some(op) = &self.tracker.operation {
+            match &mut self.display {
+                Display::Live(live) => {
+                    if let Some(pb::operation_event::Event::Log(line)) = &event.event {
+                        live.log(&format!("{} {}", clock(event.at.as_ref()), log_text(line, op)));
+                    }
+                    live.update(op, now)
+                }
+                Display::Lines => {
+                    for line in operation_event_lines(&event, op, now) {
+                        writeln!(io.out, "{line}")?;
+                    }
+                    io.out.flush()?;
+                }
+                Display::Objects(f) => {
+                    if let Some(obj) = operation_event_object(&event, op, now) {
+                        write_object(&mut *io.out, *f, &obj)?;
+                    }
+                }
+            }
+        }
+        Ok(self.tracker.ended())
+    }
 }
 
 fn retryable(err: &CliError) -> bool {
@@ -986,8 +1037,7 @@ pub async fn watch_rollout(
     io: &mut Io,
     format: Format,
 ) -> Result<Outcome, CliError> {
-    use pb::rollout_event::Event::Snapshot;
-    let mut display = match format {
+    let display = match format {
         Format::Table if io.live => RolloutDisplay::Live(Box::new(LiveRollout::new(io.live_target))),
         Format::Table => RolloutDisplay::Lines,
         f => RolloutDisplay::Objects(f),
@@ -998,86 +1048,13 @@ pub async fn watch_rollout(
             "watching rollout {id}; Ctrl-C stops watching (the rollout goes on)"
         )?;
     }
-    let mut tracker = RolloutTracker::default();
-    let mut attempts = 0;
-    'watch: loop {
-        let request = pb::WatchRolloutRequest {
-            rollout_id: id.to_owned(),
-        };
-        let mut stream = match client.fleet.watch_rollout(request).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                let err = client.status(status);
-                if retryable(&err) && attempts < RECONNECTS {
-                    attempts += 1;
-                    backoff(attempts, io, &err).await?;
-                    continue 'watch;
-                }
-                return Err(err);
-            }
-        };
-        loop {
-            let event = match stream.message().await {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(status) => {
-                    let err = client.status(status);
-                    if retryable(&err) && attempts < RECONNECTS {
-                        attempts += 1;
-                        backoff(attempts, io, &err).await?;
-                        continue 'watch;
-                    }
-                    return Err(err);
-                }
-            };
-            if !matches!(event.event, Some(Snapshot(_))) {
-                // Only news resets the count: a watch that breaks right after its snapshot gives up.
-                attempts = 0;
-            }
-            if !tracker.apply(&event) {
-                tracing::debug!(
-                    rollout = id,
-                    sequence = event.sequence,
-                    "gap in the event sequence; refetching"
-                );
-                let r = client
-                    .fleet
-                    .get_rollout(pb::GetRolloutRequest {
-                        rollout_id: id.to_owned(),
-                    })
-                    .await
-                    .map_err(|s| client.status(s))?
-                    .into_inner();
-                tracker.rollout = Some(r);
-            }
-            let now = Timestamp::now();
-            if let Some(r) = &tracker.rollout {
-                match &mut display {
-                    RolloutDisplay::Live(live) => live.update(r, now),
-                    RolloutDisplay::Lines => {
-                        for line in rollout_event_lines(&event, r, now) {
-                            writeln!(io.out, "{line}")?;
-                        }
-                        io.out.flush()?;
-                    }
-                    RolloutDisplay::Objects(f) => {
-                        if let Some(obj) = rollout_event_object(&event) {
-                            write_object(&mut *io.out, *f, &obj)?;
-                        }
-                    }
-                }
-            }
-            if tracker.ended() {
-                break 'watch;
-            }
-        }
-        if attempts >= RECONNECTS {
-            break;
-        }
-        attempts += 1;
-        let err = CliError::WatchEnded("the coordinator closed the watch".into());
-        backoff(attempts, io, &err).await?;
-    }
+    let mut watch = RolloutWatch {
+        id,
+        tracker: RolloutTracker::default(),
+        display,
+    };
+    follow(client, &mut watch, io).await?;
+    let RolloutWatch { tracker, display, .. } = watch;
     if let RolloutDisplay::Live(live) = display {
         live.finish();
     }
@@ -1111,6 +1088,65 @@ pub async fn watch_rollout(
     } else {
         Outcome::Failed
     })
+}
+
+/// `flotilla rollout watch`: WatchRollout (a snapshot, then events).
+struct RolloutWatch<'a> {
+    id: &'a str,
+    tracker: RolloutTracker,
+    display: RolloutDisplay,
+}
+
+impl Watched for RolloutWatch<'_> {
+    type Event = pb::RolloutEvent;
+
+    async fn open(&self, client: &mut Client) -> Result<tonic::Streaming<Self::Event>, tonic::Status> {
+        let request = pb::WatchRolloutRequest {
+            rollout_id: self.id.to_owned(),
+        };
+        Ok(client.fleet.watch_rollout(request).await?.into_inner())
+    }
+
+    fn is_news(event: &Self::Event) -> bool {
+        !matches!(event.event, Some(pb::rollout_event::Event::Snapshot(_)))
+    }
+
+    async fn show(&mut self, client: &mut Client, event: Self::Event, io: &mut Io) -> Result<bool, CliError> {
+        if !self.tracker.apply(&event) {
+            tracing::debug!(
+                rollout = self.id,
+                sequence = event.sequence,
+                "gap in the event sequence; refetching"
+            );
+            let r = client
+                .fleet
+                .get_rollout(pb::GetRolloutRequest {
+                    rollout_id: self.id.to_owned(),
+                })
+                .await
+                .map_err(|s| client.status(s))?
+                .into_inner();
+            self.tracker.rollout = Some(r);
+        }
+        let now = Timestamp::now();
+        if let Some(r) = &self.tracker.rollout {
+            match &mut self.display {
+                RolloutDisplay::Live(live) => live.update(r, now),
+                RolloutDisplay::Lines => {
+                    for line in rollout_event_lines(&event, r, now) {
+                        writeln!(io.out, "{line}")?;
+                    }
+                    io.out.flush()?;
+                }
+                RolloutDisplay::Objects(f) => {
+                    if let Some(obj) = rollout_event_object(&event) {
+                        write_object(&mut *io.out, *f, &obj)?;
+                    }
+                }
+            }
+        }
+        Ok(self.tracker.ended())
+    }
 }
 
 #[cfg(test)]
