@@ -130,21 +130,13 @@ pub struct MigrateArgs {
 pub struct UpgradeArgs {
     /// The cluster.
     pub cluster: String,
-    /// The target minor version, e.g. `1.34` (one minor per hop; more hops run in turn).
+    /// The target minor version: the cluster's minor + 1, e.g. `1.34` (EKS upgrades one minor at
+    /// a time; a rollout chains hops, and migrates self-managed groups first when asked).
     #[arg(long, value_name = "VERSION", value_parser = spec::parse_version)]
     pub to: String,
     /// Pass `force` to UpdateNodegroupVersion (managed groups update even past PodDisruptionBudgets).
     #[arg(long)]
     pub force: bool,
-    /// Migrate self-managed node groups to a managed group first (needs --nodegroup-template).
-    #[arg(long, requires = "nodegroup_template")]
-    pub migrate_self_managed: bool,
-    /// For --migrate-self-managed: the managed group to create (EKS CreateNodegroup YAML).
-    #[arg(long, value_name = "FILE", requires = "migrate_self_managed")]
-    pub nodegroup_template: Option<PathBuf>,
-    /// For --migrate-self-managed: the self-managed group to replace.
-    #[arg(long = "from", value_name = "NODEGROUP", requires = "migrate_self_managed")]
-    pub from: Option<String>,
     /// Follow the operation until it ends (exit 1 if it fails).
     #[arg(long)]
     pub wait: bool,
@@ -426,8 +418,6 @@ mod tests {
         assert!(err.to_string().contains("--nodegroup-template"), "{err}");
         let err = parse(&["upgrade", "c", "--to", "v1.34"]).unwrap_err();
         assert!(err.to_string().contains("write MAJOR.MINOR"), "{err}");
-        let err = parse(&["upgrade", "c", "--to", "1.34", "--migrate-self-managed"]).unwrap_err();
-        assert!(err.to_string().contains("--nodegroup-template"), "{err}");
         let err = parse(&["clusters", "list", "-l", "env:prod"]).unwrap_err();
         assert!(err.to_string().contains("has an invalid key"), "{err}");
         let err = parse(&["-o", "xml", "clusters", "list"]).unwrap_err();

@@ -166,36 +166,15 @@ async fn upgrade(
         cluster,
         to,
         force,
-        migrate_self_managed,
-        nodegroup_template,
-        from,
         wait,
         dry_run,
     } = args;
-    let migration = match nodegroup_template {
-        Some(path) => {
-            let template = spec::load_template(&path)?;
-            let drain = DrainArgs {
-                surge: None,
-                on_blocked: None,
-                force: false,
-                delete_emptydir_data: false,
-                drain_concurrency: None,
-                node_timeout: None,
-                ready_timeout: None,
-                taint_key: None,
-                delete_nodegroup_on_rollback: false,
-            };
-            Some(migration_options(from, template, drain).to_proto())
-        }
-        None => None,
-    };
     let work = pb::Work {
         kind: Some(pb::work::Kind::Upgrade(pb::UpgradeParams {
             target_version: to,
             force,
-            migrate_self_managed,
-            migration,
+            migrate_self_managed: false,
+            migration: None,
         })),
     };
     start(target, io, format, cluster, work, wait, dry_run).await
