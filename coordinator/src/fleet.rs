@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Access};
-use crate::config::ClustersFile;
+use crate::config::{ClusterConfig, ClustersFile};
 use crate::convert;
 use crate::eks::Eks;
 use crate::engine::rollouts::{RolloutError, Rollouts};
@@ -80,16 +80,20 @@ impl<E: Eks + 'static> FleetService<E> {
         Ok(Response::new(self.rollout_proto(&r)))
     }
 
+    /// The clusters of the clusters file `spec` would run on: its selector and a stage's match.
+    fn selected<'a>(&'a self, spec: &'a RolloutSpec) -> impl Iterator<Item = &'a ClusterConfig> + 'a {
+        self.clusters.clusters.iter().filter(|c| {
+            spec.selector.matches(&c.labels) && spec.stages.iter().any(|s| s.selector.matches(&c.labels))
+        })
+    }
+
     /// Refuses a rollout that would select none of the clusters in the clusters file (a typo in a
     /// selector would otherwise "succeed" having done nothing).
     fn check_selects_some_cluster(&self, spec: &RolloutSpec) -> Result<(), Status> {
-        let all = &self.clusters.clusters;
-        let selected = all.iter().any(|c| {
-            spec.selector.matches(&c.labels) && spec.stages.iter().any(|s| s.selector.matches(&c.labels))
-        });
-        if selected {
+        if self.selected(spec).next().is_some() {
             return Ok(());
         }
+        let all = &self.clusters.clusters;
         let labels: BTreeSet<String> = all
             .iter()
             .flat_map(|c| c.labels.iter().map(|(k, v)| format!("{k}={v}")))
@@ -118,10 +122,7 @@ impl<E: Eks + 'static> FleetService<E> {
         };
         let target = u.target.to_string();
         let mut regions = BTreeSet::new();
-        let selected = self.clusters.clusters.iter().filter(|c| {
-            spec.selector.matches(&c.labels) && spec.stages.iter().any(|s| s.selector.matches(&c.labels))
-        });
-        for c in selected {
+        for c in self.selected(spec) {
             if !regions.insert(c.region.as_str()) {
                 continue;
             }
