@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::cluster::{Cluster, ClusterError};
 use crate::inventory::{self, Inventory};
 pub use error::{Blocker, NodeIssue, RefusedPod, Shortfall, StepError};
+pub use flotilla_proto::limits::MAX_WAIT;
 
 /// Which step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -288,8 +289,6 @@ pub(crate) async fn modify_node<C: Cluster>(
         }
     }
 }
-
-pub use flotilla_proto::limits::MAX_WAIT;
 
 /// Parses a duration such as `10m`, `90s`, `1h30m` or `500ms`, at most [`MAX_WAIT`].
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration, StepError> {
